@@ -1,0 +1,141 @@
+"""Typed schema of `conf/`: Hydra merges every YAML file onto these dataclasses, so an unknown key
+or a value of the wrong type stops the run at start-up with Hydra's own message. Value ranges
+(depth >= 3, alpha in [0, 1], ...) are checked by `check_config` before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class Mode(Enum):
+    teacher = "teacher"
+    baseline = "baseline"
+    kd = "kd"
+
+
+@dataclass
+class StudentConfig:
+    depth: int = 4  # weighted layers, He et al.'s count (ResNet-18 = 18)
+    width: int = 64  # channels of the first stage; stages use w, 2w, 4w, 8w
+
+
+@dataclass
+class TeacherConfig:
+    depth: int = 10
+    width: int = 64
+    # a teacher run writes its best checkpoint here; a kd run reads it
+    ckpt: str = "${paths.root}/teachers/r${teacher.depth}-w${teacher.width}-s${seed}.ckpt"
+
+
+@dataclass
+class KDConfig:
+    alpha: float = 0.5  # weight of the T^2 * KL term; 1 - alpha weighs the cross-entropy
+    temperature: float = 4.0
+
+
+@dataclass
+class DataConfig:
+    source: str = "torchvision"  # torchvision | folder | synthetic
+    root: str = "data/cifar10"
+    split_seed: int = 0  # seeds the 80/20 train/val permutation, nothing else
+    subset: Optional[int] = None  # cap on training images (validation shrinks in proportion)
+    batch_size: int = 512
+    eval_batch_size: int = 2048
+    num_workers: int = 0  # processes that decode JPEG/PNG files the first time (then cached)
+    synthetic_train: int = 2000  # sizes of the synthetic source
+    synthetic_test: int = 500
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.2  # peak learning rate of the schedule
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    label_smoothing: float = 0.0  # hard-label runs only; a smoothed teacher distils worse
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 30
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: Any = 1  # number of devices, a list of ids, or "auto"
+    strategy: str = "auto"  # auto | ddp | ...
+    precision: Optional[str] = None  # null: bf16-mixed on a GPU that has bf16, else 32-true
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+    log_every_n_steps: int = 50
+
+
+@dataclass
+class PathsConfig:
+    root: str = "outputs"  # every run folder and teacher checkpoint lives under it
+    run_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class Config:
+    mode: Mode = Mode.kd
+    seed: int = 0  # training seed (initialisation, batch order, augmentation)
+    run_name: str = "${kd_run_name:}"  # the run folder's name, derived from the config
+    overwrite: bool = False  # retrain a run whose metrics.json already exists
+    compile: bool = False  # torch.compile the student (and the teacher)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range."""
+
+
+def run_name(_root_: DictConfig) -> str:
+    """teacher-r10-w64-s0, baseline-r4-w64-s0, kd-r4-w64-t10-a0.5-T4-s0."""
+    mode = _root_.mode.value if isinstance(_root_.mode, Mode) else str(_root_.mode)
+    net = _root_.teacher if mode == "teacher" else _root_.student
+    name = f"{mode}-r{net.depth}-w{net.width}"
+    if mode == "kd":
+        name += f"-t{_root_.teacher.depth}-a{_root_.kd.alpha:g}-T{_root_.kd.temperature:g}"
+    return f"{name}-s{_root_.seed}"
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Range checks Hydra's types cannot express; raises ConfigError naming the key, value and range."""
+    checks = [
+        ("student.depth", cfg.student.depth, cfg.student.depth >= 3, "an integer >= 3"),
+        ("student.width", cfg.student.width, cfg.student.width >= 1, "an integer >= 1"),
+        ("teacher.depth", cfg.teacher.depth, cfg.teacher.depth >= 3, "an integer >= 3"),
+        ("teacher.width", cfg.teacher.width, cfg.teacher.width >= 1, "an integer >= 1"),
+        ("kd.alpha", cfg.kd.alpha, 0 <= cfg.kd.alpha <= 1, "a number in [0, 1]"),
+        ("kd.temperature", cfg.kd.temperature, cfg.kd.temperature > 0, "a number > 0"),
+        ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, "an integer >= 1"),
+        ("data.eval_batch_size", cfg.data.eval_batch_size, cfg.data.eval_batch_size >= 1, "an integer >= 1"),
+        ("data.subset", cfg.data.subset, cfg.data.subset is None or cfg.data.subset >= 1, "null or an integer >= 1"),
+        ("data.source", cfg.data.source, cfg.data.source in ("torchvision", "folder", "synthetic"),
+         "torchvision, folder or synthetic"),
+        ("optim.lr", cfg.optim.lr, cfg.optim.lr > 0, "a number > 0"),
+        ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule in ("onecycle", "cosine", "constant"),
+         "onecycle, cosine or constant"),
+        ("trainer.max_epochs", cfg.trainer.max_epochs, cfg.trainer.max_epochs >= 1, "an integer >= 1"),
+        ("seed", cfg.seed, cfg.seed >= 0, "an integer >= 0"),
+    ]
+    for key, value, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value} is not allowed; it must be {allowed}")
+
+
+def register() -> None:
+    """Put the schema in Hydra's ConfigStore (conf/config.yaml extends it) and the run-name resolver in OmegaConf."""
+    ConfigStore.instance().store(name="schema", node=Config)
+    if not OmegaConf.has_resolver("kd_run_name"):
+        OmegaConf.register_new_resolver("kd_run_name", run_name)

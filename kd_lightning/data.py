@@ -1,0 +1,329 @@
+"""CIFAR-10 as uint8 tensors, split 80/20 by a seeded permutation, augmented a whole batch at a time.
+
+The images stay uint8 (N, 3, 32, 32) for the whole run, on the accelerator when there is one.
+A batch is an index into that tensor; crop, flip and normalisation run on the batch after it
+reaches the device (`on_after_batch_transfer`), so no per-image Python or PIL work sits in the
+training loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+VAL_FRACTION = 0.2
+SOURCES = ("torchvision", "folder", "synthetic")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data problem the user can fix (missing folder, unreadable file, impossible subset)."""
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def split_indices(n: int, split_seed: int, subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and validation indices: a permutation of range(n) seeded only by `split_seed`.
+
+    The first 20% of the permutation is validation, the rest training, whatever the mode or the
+    training seed. `subset` keeps the first `subset` training indices and shrinks validation in
+    proportion, so a subset's validation images are still never a full run's training images.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_val = int(round(n * VAL_FRACTION))
+    val, train = perm[:n_val], perm[n_val:]
+    if subset is not None:
+        if not 1 <= subset <= len(train):
+            raise DataError(f"data.subset={subset} is impossible: it must lie in [1, {len(train)}] for this data")
+        val = val[: max(1, int(round(subset * n_val / len(train))))]
+        train = train[:subset]
+    return train, val
+
+
+def index_hash(indices: torch.Tensor) -> str:
+    """Short fingerprint of an index set (order-free), recorded with every run."""
+    data = np.sort(indices.numpy().astype(np.int64)).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def synthetic_cifar(n: int, seed: int, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learnable stand-in for CIFAR-10: a smooth colour pattern per class plus pixel noise."""
+    g = torch.Generator().manual_seed(1234)  # the class patterns are the same for every split
+    patterns = F.interpolate(torch.randn(num_classes, 3, 4, 4, generator=g), size=32, mode="bilinear")
+    g.manual_seed(seed)
+    labels = torch.randint(num_classes, (n,), generator=g)
+    images = 128 + 50 * patterns[labels] + 40 * torch.randn(n, 3, 32, 32, generator=g)
+    return images.clamp(0, 255).to(torch.uint8), labels
+
+
+def _decode(path: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as err:  # PIL raises several types for a bad file
+        raise DataError(f"cannot read image file {path}: {err}") from None
+    if arr.shape != (32, 32, 3):
+        raise DataError(f"image file {path} is {arr.shape[1]}x{arr.shape[0]}; CIFAR-10 images must be 32x32")
+    return arr
+
+
+def _list_split(root: Path, split: str) -> tuple[list[str], list[str], list[int]]:
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DataError(
+            f"data.root={root} has no '{split}/' folder; data.source=folder expects "
+            f"{root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg"
+        )
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files += [str(p) for p in found]
+        labels += [label] * len(found)
+    if not files:
+        raise DataError(f"data.root={root}: '{split}/' holds no class folders with .png or .jpg images")
+    return classes, files, labels
+
+
+def load_folder(root: Path, split: str, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """ImageFolder layout root/split/<class>/*; decoded once, then read back from a uint8 cache file."""
+    classes, files, labels = _list_split(root, split)
+    cache = root / f".{split}-uint8-v{CACHE_VERSION}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            if int(z["n_files"]) == len(files) and list(z["classes"]) == classes:
+                return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), classes
+    log.info("decoding %d images under %s (once; cached in %s)", len(files), root / split, cache.name)
+    if workers > 0:
+        with ProcessPoolExecutor(workers) as pool:
+            arrays = list(pool.map(_decode, files, chunksize=512))
+    else:
+        arrays = [_decode(f) for f in files]
+    images = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))  # (N, 3, 32, 32)
+    labels_np = np.asarray(labels, dtype=np.int64)
+    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, images=images, labels=labels_np, classes=np.asarray(classes), n_files=len(files))
+        os.replace(tmp, cache)
+    except OSError as err:
+        log.warning("could not write the image cache %s (%s); the next start decodes again", cache, err)
+        tmp.unlink(missing_ok=True)
+    return torch.from_numpy(images), torch.from_numpy(labels_np), classes
+
+
+def load_torchvision(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        ds = CIFAR10(str(root), train=train, download=True)
+    except Exception as err:  # URLError, socket errors, HTTP errors, a corrupt download...
+        raise DataError(
+            f"could not find or download CIFAR-10 into data.root={root} ({type(err).__name__}: {err}). "
+            "Without network access, unpack an offline copy and use data.source=folder data.root=PATH "
+            "(e.g. `tar xzf cifar10-jpeg.tar.gz -C data`, then data.root=data/cifar10-jpeg)"
+        ) from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def augment(images: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Random 32x32 crop of the zero-padded image and a random horizontal flip, per image, batched.
+
+    uint8 (B, C, H, W) in, uint8 (B, C, H, W) out (channels_last in memory).
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)
+    rows = (dy + torch.arange(h, device=dev))[:, :, None]  # (B, H, 1)
+    cols = (dx + torch.arange(w, device=dev))[:, None, :]  # (B, 1, W)
+    crops = padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols]  # (B, H, W, C)
+    crops = crops.permute(0, 3, 1, 2)
+    flip = torch.rand(b, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], crops.flip(3), crops)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 normalised per channel, channels_last."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
+    x = (images.float() - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class BatchLoader:
+    """Iterates (uint8 images, labels) batches by indexing tensors that already sit on their device.
+
+    Shuffling uses a permutation seeded by (seed, epoch), so a resumed run sees the same order as
+    an uninterrupted one. Under DDP each rank takes every world_size-th index of that permutation.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            if self.shuffle:  # equal shard sizes keep the ranks' step counts in lock-step
+                order = order[: n - n % self.world_size]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self._order())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order().to(self.images.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+# ----------------------------------------------------------------------------- data module
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 (or a synthetic stand-in) with the study's seeded 80/20 train/val split."""
+
+    def __init__(
+        self,
+        source: str = "torchvision",
+        root: str = "data/cifar10",
+        split_seed: int = 0,
+        subset: int | None = None,
+        batch_size: int = 512,
+        eval_batch_size: int = 2048,
+        num_workers: int = 0,
+        synthetic_size: tuple[int, int] = (2000, 500),
+        seed: int = 0,
+    ):
+        super().__init__()
+        if source not in SOURCES:
+            raise DataError(f"data.source={source!r} is unknown; allowed: {', '.join(SOURCES)}")
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise DataError(f"data.{key}={value} is impossible; it must be >= 1")
+        if num_workers < 0:
+            raise DataError(f"data.num_workers={num_workers} is impossible; it must be >= 0")
+        self.source, self.root, self.split_seed, self.subset = source, Path(root), split_seed, subset
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.synthetic_size, self.seed = synthetic_size, seed
+        self.num_classes = len(CLASSES)
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.source == "synthetic":
+            n_train, n_test = self.synthetic_size
+            return (*synthetic_cifar(n_train, seed=1), *synthetic_cifar(n_test, seed=2))
+        if self.source == "folder":
+            if not self.root.is_dir():
+                raise DataError(
+                    f"data.root={self.root} does not exist; data.source=folder needs an unpacked CIFAR-10 "
+                    "folder (train/<class>/, test/<class>/), e.g. `make data`"
+                )
+            train_x, train_y, classes = load_folder(self.root, "train", self.num_workers)
+            test_x, test_y, test_classes = load_folder(self.root, "test", self.num_workers)
+            if classes != test_classes:
+                raise DataError(f"data.root={self.root}: train/ and test/ hold different class folders")
+            self.num_classes = len(classes)
+            return train_x, train_y, test_x, test_y
+        return (*load_torchvision(self.root, True), *load_torchvision(self.root, False))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits:
+            return
+        train_x, train_y, test_x, test_y = self._load()
+        self.full_train_size = len(train_y)
+        self.train_idx, self.val_idx = split_indices(len(train_y), self.split_seed, self.subset)
+        full_val = split_indices(len(train_y), self.split_seed)[1]
+        self.split_hash = index_hash(full_val)  # same for every subset of one split
+        self.val_hash = index_hash(self.val_idx)
+        self._splits = {
+            "train": (train_x[self.train_idx].contiguous(), train_y[self.train_idx]),
+            "val": (train_x[self.val_idx].contiguous(), train_y[self.val_idx]),
+            "test": (test_x, test_y),
+        }
+
+    def sizes(self) -> dict[str, int]:
+        return {f"n_{k}": len(v[1]) for k, v in self._splits.items()}
+
+    def _loader(self, split: str, train: bool) -> BatchLoader:
+        self.setup()
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        key = (split, str(device))
+        if key not in self._on_device:  # moved once per run, not per epoch
+            x, y = self._splits[split]
+            self._on_device[key] = (x.to(device), y.to(device))
+        x, y = self._on_device[key]
+        return BatchLoader(
+            x,
+            y,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(y) > self.batch_size,
+            seed=self.seed,
+            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> BatchLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> BatchLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> BatchLoader:
+        return self._loader("test", train=False)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor], dataloader_idx: int):
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            images = augment(images)
+        return normalize(images), labels

@@ -1,0 +1,86 @@
+"""ResNets of any depth >= 3 for 32x32 images, counted the way He et al. count layers.
+
+depth = 1 stem conv + (depth - 2) body convs + 1 linear layer. The body is a chain of residual
+units: two-conv BasicBlocks, plus one single-conv unit at the end when depth - 2 is odd. Units
+fill four stages of widths w, 2w, 4w, 8w (each new stage starts with stride 2): with up to four
+units, unit i sits in stage i; with more, they are spread evenly, earlier stages first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+    )
+
+
+class ResidualUnit(nn.Module):
+    """One (single-conv) or two (BasicBlock) 3x3 conv+BN layers around a shortcut; ReLU after the sum."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, n_convs: int):
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(c_in, c_out, stride=stride)]
+        if n_convs == 2:
+            layers += [nn.ReLU(inplace=True), conv_bn(c_out, c_out)]
+        self.body = nn.Sequential(*layers)
+        self.shortcut = (
+            nn.Identity() if stride == 1 and c_in == c_out else conv_bn(c_in, c_out, kernel=1, stride=stride)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def stage_plan(depth: int) -> list[list[int]]:
+    """Conv count of each residual unit, grouped by stage; e.g. depth 5 -> [[2], [1]], 10 -> [[2]]*4."""
+    body = depth - 2
+    units = [2] * (body // 2) + [1] * (body % 2)
+    n_stages = min(4, len(units))
+    per_stage = [len(units) // n_stages + (s < len(units) % n_stages) for s in range(n_stages)]
+    plan, start = [], 0
+    for n in per_stage:
+        plan.append(units[start : start + n])
+        start += n
+    return plan
+
+
+class ResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int = 10, width: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(3, width), nn.ReLU(inplace=True))
+        units, c_in = [], width
+        for s, stage in enumerate(stage_plan(depth)):
+            c_out = width * 2**s
+            for i, n_convs in enumerate(stage):
+                units.append(ResidualUnit(c_in, c_out, stride=2 if s > 0 and i == 0 else 1, n_convs=n_convs))
+                c_in = c_out
+        self.body = nn.Sequential(*units)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
+        x = self.body(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnet(depth: int, num_classes: int = 10, width: int = 64) -> ResNet:
+    """Build a ResNet-`depth`; raises ValueError for a depth below 3, a non-integer or a width below 1."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 3:
+        raise ValueError(f"depth must be an integer >= 3 (stem conv + at least one body conv + linear), got {depth!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return ResNet(depth, num_classes, width)
+
+
+def count_layers(model: nn.Module) -> dict[str, int]:
+    """Weighted layers as He et al. count them: 3x3 convs and linear layers (1x1 shortcut convs excluded)."""
+    convs = sum(1 for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
+    linears = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
+    return {"conv": convs, "linear": linears, "depth": convs + linears}

@@ -1,0 +1,250 @@
+"""LightningModules: a ResNet trained on hard labels (teacher or baseline), or distilled from a frozen teacher."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from kd_lightning.losses import check_kd_params, distillation_loss
+from kd_lightning.models import resnet
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+ROLES = ("teacher", "baseline", "kd")
+
+
+class TeacherError(ValueError):
+    """The teacher checkpoint is missing, unreadable, or not a teacher that fits this run."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or inf loss."""
+
+
+class ClassifierModule(L.LightningModule):
+    """What every run shares: the ResNet, SGD with a schedule, accuracy/loss metrics, per-epoch logging."""
+
+    nan_check_every = 50  # steps between host reads of the non-finite-loss flag (each read is a device sync)
+
+    def __init__(
+        self,
+        depth: int,
+        width: int = 64,
+        num_classes: int = 10,
+        role: str = "baseline",
+        lr: float = 0.2,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        schedule: str = "onecycle",
+        label_smoothing: float = 0.0,
+        split_hash: str | None = None,
+        val_hash: str | None = None,
+    ):
+        super().__init__()
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={schedule!r} is unknown; allowed: {', '.join(SCHEDULES)}")
+        if not lr > 0:
+            raise ValueError(f"optim.lr must be > 0, got {lr}")
+        self.save_hyperparameters()
+        self.model = resnet(depth, num_classes, width).to(memory_format=torch.channels_last)
+        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro") for s in ("tr", "val", "test")})
+        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in ("tr", "val", "test")})
+        self.val_acc_best = MaxMetric()
+        self.register_buffer("_step_count", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("_bad_step", torch.full((), -1, dtype=torch.long), persistent=False)
+        self.register_buffer("_last_finite", torch.zeros(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(loss, student logits, extra loss parts to log); hard-label cross-entropy here."""
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        return loss, logits, {}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss, logits, parts = self.training_loss(x, y)
+        self._watch_loss(loss.detach())
+        self.acc["tr"](logits.detach(), y)
+        self.loss_mean["tr"](loss.detach())
+        self.log("train/acc", self.acc["tr"], on_step=False, on_epoch=True)
+        self.log("train/loss", self.loss_mean["tr"], on_step=False, on_epoch=True, prog_bar=True)
+        for name, metric in parts.items():
+            self.log(f"train/{name}", metric, on_step=False, on_epoch=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        return loss
+
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Record the first non-finite step on the device; read it only every few steps (no per-step sync)."""
+        self._step_count += 1
+        finite = torch.isfinite(loss)
+        first_bad = (self._bad_step < 0) & ~finite
+        self._bad_step.copy_(torch.where(first_bad, self._step_count, self._bad_step))
+        self._last_finite.copy_(torch.where(finite & (self._bad_step < 0), loss.float(), self._last_finite))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.nan_check_every == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        bad = int(self._bad_step)
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or inf at step {bad} (epoch {self.current_epoch}); "
+                f"the last finite loss was {float(self._last_finite):.4g}. Lower optim.lr or check the data"
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self.check_finite()  # before a checkpoint of this epoch can be written
+
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        self.loss_mean[stage](F.cross_entropy(logits, y))
+        self.acc[stage](logits, y)
+        name = "val" if stage == "val" else "test"
+        self.log(f"{name}/loss", self.loss_mean[stage], on_step=False, on_epoch=True)
+        self.log(f"{name}/acc", self.acc[stage], on_step=False, on_epoch=True, prog_bar=True)
+        return logits
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(self.acc["val"].compute())
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        opt = torch.optim.SGD(
+            self.model.parameters(),  # the student only: a teacher is never optimised
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        if hp.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=0.25)
+        elif hp.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        else:
+            return {"optimizer": opt}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class BaselineModule(ClassifierModule):
+    """A ResNet trained on hard labels: the teacher (role='teacher') or a baseline student."""
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_teacher(path: str | Path, num_classes: int, split_hash: str | None) -> tuple[nn.Module, dict]:
+    """Rebuild the teacher ResNet from a teacher run's checkpoint; refuse anything that is not one."""
+    path = Path(path)
+    hint = "train one with `make teacher` (mode=teacher) or point teacher.ckpt=PATH at a teacher run's checkpoint"
+    if not path.is_file():
+        raise TeacherError(f"teacher.ckpt={path} does not exist; {hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    except Exception as err:
+        raise TeacherError(f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {hint}") from None
+    if hp.get("role") != "teacher":
+        raise TeacherError(f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {hint}")
+    if hp.get("num_classes") != num_classes:
+        raise TeacherError(
+            f"teacher.ckpt={path} predicts {hp.get('num_classes')} classes but the data has {num_classes}; {hint}"
+        )
+    if split_hash is not None and hp.get("split_hash") != split_hash:
+        raise TeacherError(
+            f"teacher.ckpt={path} was trained on another train/val split (hash {hp.get('split_hash')}, this run's "
+            f"is {split_hash}): this run's validation images would be the teacher's training images. "
+            "Use the teacher's data.split_seed or train a teacher on this split"
+        )
+    teacher = resnet(hp["depth"], hp["num_classes"], hp["width"])
+    teacher.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+    info = {"depth": hp["depth"], "width": hp["width"], "path": str(path), "sha256": file_sha256(path)}
+    return teacher, info
+
+
+class DistillModule(ClassifierModule):
+    """A student trained on alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE.
+
+    The teacher is frozen for the whole run: no gradients, eval mode (its BatchNorm statistics
+    never move), outside the optimiser, and left out of this module's checkpoints (only its path
+    and hash are stored; it is reloaded from `teacher_ckpt`).
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        teacher_ckpt: str,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        width: int = 64,
+        num_classes: int = 10,
+        split_hash: str | None = None,
+        **optim: Any,
+    ):
+        check_kd_params(alpha, temperature)
+        if optim.setdefault("role", "kd") != "kd":  # load_from_checkpoint passes the saved role back
+            raise ValueError(f"DistillModule trains role 'kd', got role={optim['role']!r}")
+        super().__init__(depth, width, num_classes, split_hash=split_hash, **optim)
+        teacher, self.teacher_info = load_teacher(teacher_ckpt, num_classes, split_hash)
+        self.teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+        self.kd_mean, self.ce_mean = MeanMetric(), MeanMetric()
+        self.agreement = MeanMetric()
+
+    def train(self, mode: bool = True) -> DistillModule:
+        super().train(mode)
+        self.teacher.eval()  # whatever Lightning or the user toggles, the teacher stays in eval mode
+        return self
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        logits = self.model(x)
+        hp = self.hparams
+        loss = distillation_loss(logits, teacher_logits, y, hp.alpha, hp.temperature)
+        self.kd_mean(loss.kd.detach())
+        self.ce_mean(loss.ce.detach())
+        return loss.total, logits, {"kd": self.kd_mean, "ce": self.ce_mean}
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        logits = self._eval_step("test", batch)
+        with torch.no_grad():
+            teacher_pred = self.teacher(batch[0]).argmax(1)
+        self.agreement((logits.argmax(1) == teacher_pred).float())
+        self.log("test/agreement", self.agreement, on_step=False, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["teacher"] = self.teacher_info  # path and sha256, not the weights
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # the teacher came from teacher_ckpt in __init__; give the strict state-dict load its keys back
+        checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
