@@ -28,6 +28,14 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or inf loss."""
 
 
+def _accuracy(num_classes: int) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+
+def _mean() -> MeanMetric:
+    return MeanMetric(nan_strategy="disable")
+
+
 class ClassifierModule(L.LightningModule):
     """What every run shares: the ResNet, SGD with a schedule, accuracy/loss metrics, per-epoch logging."""
 
@@ -57,12 +65,15 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"optim.lr must be > 0, got {lr}")
         self.save_hyperparameters()
         self.model = resnet(depth, num_classes, width).to(memory_format=torch.channels_last)
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro") for s in ("tr", "val", "test")})
-        self.loss_mean = nn.ModuleDict({s: MeanMetric() for s in ("tr", "val", "test")})
+        # metrics are updated on the device every step and read once per epoch: validate_args and the
+        # NaN check would each read a tensor back to the host per step (_watch_loss covers non-finite losses)
+        self.acc = nn.ModuleDict({s: _accuracy(num_classes) for s in ("tr", "val", "test")})
+        self.loss_mean = nn.ModuleDict({s: _mean() for s in ("tr", "val", "test")})
         self.val_acc_best = MaxMetric()
         self.register_buffer("_step_count", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("_bad_step", torch.full((), -1, dtype=torch.long), persistent=False)
         self.register_buffer("_last_finite", torch.zeros(()), persistent=False)
+        self._lr_sum, self._lr_steps = 0.0, 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -77,14 +88,23 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         loss, logits, parts = self.training_loss(x, y)
         self._watch_loss(loss.detach())
-        self.acc["tr"](logits.detach(), y)
-        self.loss_mean["tr"](loss.detach())
+        self.acc["tr"].update(logits.detach(), y)
+        self.loss_mean["tr"].update(loss.detach())
         self.log("train/acc", self.acc["tr"], on_step=False, on_epoch=True)
         self.log("train/loss", self.loss_mean["tr"], on_step=False, on_epoch=True, prog_bar=True)
         for name, metric in parts.items():
             self.log(f"train/{name}", metric, on_step=False, on_epoch=True)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        # summed on the host: logging this Python float every step would copy it to the device every step
+        self._lr_sum += self.optimizers().param_groups[0]["lr"]
+        self._lr_steps += 1
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._lr_sum, self._lr_steps = 0.0, 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._lr_steps:
+            self.log("lr", self._lr_sum / self._lr_steps)  # the epoch's mean learning rate
 
     def _watch_loss(self, loss: torch.Tensor) -> None:
         """Record the first non-finite step on the device; read it only every few steps (no per-step sync)."""
@@ -113,8 +133,8 @@ class ClassifierModule(L.LightningModule):
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         logits = self.model(x)
-        self.loss_mean[stage](F.cross_entropy(logits, y))
-        self.acc[stage](logits, y)
+        self.loss_mean[stage].update(F.cross_entropy(logits, y))
+        self.acc[stage].update(logits, y)
         name = "val" if stage == "val" else "test"
         self.log(f"{name}/loss", self.loss_mean[stage], on_step=False, on_epoch=True)
         self.log(f"{name}/acc", self.acc[stage], on_step=False, on_epoch=True, prog_bar=True)
@@ -141,9 +161,11 @@ class ClassifierModule(L.LightningModule):
             weight_decay=hp.weight_decay,
         )
         total = int(self.trainer.estimated_stepping_batches)
-        if hp.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=0.25)
-        elif hp.schedule == "cosine":
+        if hp.schedule == "onecycle" and total > 2:
+            # a quarter of the steps warm up; at least two, so tiny smoke runs still have a ramp
+            pct = max(0.25, 2 / total)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=pct)
+        elif hp.schedule == "cosine" and total > 0:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         else:
             return {"optimizer": opt}
@@ -216,8 +238,8 @@ class DistillModule(ClassifierModule):
         super().__init__(depth, width, num_classes, split_hash=split_hash, **optim)
         teacher, self.teacher_info = load_teacher(teacher_ckpt, num_classes, split_hash)
         self.teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
-        self.kd_mean, self.ce_mean = MeanMetric(), MeanMetric()
-        self.agreement = MeanMetric()
+        self.kd_mean, self.ce_mean = _mean(), _mean()
+        self.agreement = _mean()
 
     def train(self, mode: bool = True) -> DistillModule:
         super().train(mode)
@@ -230,15 +252,15 @@ class DistillModule(ClassifierModule):
         logits = self.model(x)
         hp = self.hparams
         loss = distillation_loss(logits, teacher_logits, y, hp.alpha, hp.temperature)
-        self.kd_mean(loss.kd.detach())
-        self.ce_mean(loss.ce.detach())
+        self.kd_mean.update(loss.kd.detach())
+        self.ce_mean.update(loss.ce.detach())
         return loss.total, logits, {"kd": self.kd_mean, "ce": self.ce_mean}
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step("test", batch)
         with torch.no_grad():
             teacher_pred = self.teacher(batch[0]).argmax(1)
-        self.agreement((logits.argmax(1) == teacher_pred).float())
+        self.agreement.update((logits.argmax(1) == teacher_pred).float())
         self.log("test/agreement", self.agreement, on_step=False, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

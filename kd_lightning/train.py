@@ -11,8 +11,10 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.config import ConfigError, Mode, check_config, register
@@ -28,6 +31,8 @@ from kd_lightning.data import CIFAR10DataModule, DataError
 from kd_lightning.modules import BaselineModule, ClassifierModule, DistillModule, NonFiniteLossError, TeacherError
 
 log = logging.getLogger("kd_lightning")
+# the frozen teacher is in eval mode on purpose; Lightning warns about any such module
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError)
 register()
 
@@ -43,16 +48,30 @@ class RunClock(Callback):
         self.seconds, self._start = self.seconds + now - self._start, now
 
     def state_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds}
+        # a checkpoint is saved before on_train_epoch_end: count the epoch's time up to this moment
+        return {"seconds": self.seconds + time.perf_counter() - self._start}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.seconds, self._start = state_dict["seconds"], time.perf_counter()
 
 
+class CheckpointOnStop(Callback):
+    """SIGTERM (a scheduler's preemption) and Ctrl-C stop Lightning after the current batch: save
+    last.ckpt there, so the same command resumes from that batch rather than the last epoch end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            log.warning("stopped; saved %s, the same command resumes from it", self.path)
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write atomically: readers see the old file or the whole new one, never half of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")  # NaN is not a result
     os.replace(tmp, path)
 
 
@@ -109,6 +128,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             enable_version_counter=False,
         ),
         RunClock(),
+        CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if t.enable_progress_bar:
         callbacks.append(RichProgressBar(refresh_rate=10, leave=True))
@@ -184,7 +204,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         log.info("resuming from %s", last)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    except SIGTERMException:
+        sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM": not a success
     if trainer.interrupted:
         raise KeyboardInterrupt
     ckpt_cb = trainer.checkpoint_callback
