@@ -35,3 +35,87 @@ data/cifar10-jpeg/train:
 smoke: setup
 	$(PYTHON) -m kd_lightning.train experiment=smoke mode=teacher
 	$(PYTHON) -m kd_lightning.train experiment=smoke -m mode=kd student.depth=3,4
+
+# ----------------------------------------------------------------------------- the study
+# make reproduce                      teacher -> baselines -> kd -> report (the study, CIFAR-10)
+# make reproduce SEEDS=0,1,2          mean ± std over three seeds
+# make reproduce LAUNCHER=gpus        every visible GPU, one run per GPU (EXTRA=gpu_pool.jobs_per_gpu=2 packs two)
+# make reproduce LAUNCHER=slurm EXTRA="hydra.launcher.partition=gpu hydra.launcher.account=me"
+# make reproduce-mini                 the same at width 16 on the offline copy, on a laptop CPU
+# Finished runs (metrics.json) are skipped and unfinished ones resume, so rerunning continues.
+
+# study | mini | smoke (conf/experiment/)
+EXPERIMENT ?= study
+# comma-separated training seeds; the kd runs of seed s distil from the teacher of seed s
+SEEDS ?= 0
+# student depths
+DEPTHS ?= 3,4,5,6
+# student epochs and teacher epochs; empty: the experiment's trainer.max_epochs
+EPOCHS ?=
+TEACHER_EPOCHS ?= $(EPOCHS)
+# offline | cifar10 | synthetic (conf/data/); empty: the experiment's choice. Or data.source/data.root:
+DATA ?=
+DATA_SOURCE ?=
+DATA_ROOT ?=
+# paths.root: runs/, teachers/ and report/ live under it
+ROOT ?= outputs
+# gpus | slurm | submitit_local | joblib (conf/hydra/launcher/); empty: one run after another
+LAUNCHER ?=
+# any further Hydra overrides, e.g. EXTRA="trainer.precision=32-true data.subset=5000"
+EXTRA ?=
+# make sweep-kd grid, make search-kd trials per depth
+ALPHAS ?= 0.1,0.5,0.9
+TEMPERATURES ?= 1,2,4,8
+TRIALS ?= 20
+
+comma := ,
+TRAIN := $(PYTHON) -m kd_lightning.train -m
+OVERRIDES = experiment=$(EXPERIMENT) paths.root=$(ROOT) \
+	$(if $(DATA),data=$(DATA)) $(if $(DATA_SOURCE),data.source=$(DATA_SOURCE)) \
+	$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
+STUDENT_EPOCHS = $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS))
+
+.PHONY: teacher baselines kd reproduce reproduce-mini sweep-kd search-kd report tensorboard clean
+# each stage needs the one before it: never run them side by side (the launcher parallelises runs)
+.NOTPARALLEL:
+
+teacher: setup
+	$(TRAIN) mode=teacher seed=$(SEEDS) $(OVERRIDES) $(if $(TEACHER_EPOCHS),trainer.max_epochs=$(TEACHER_EPOCHS)) $(EXTRA)
+
+baselines: setup
+	$(TRAIN) mode=baseline student.depth=$(DEPTHS) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+
+kd: teacher
+	$(TRAIN) mode=kd student.depth=$(DEPTHS) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+
+reproduce: teacher baselines kd report
+
+# width 16, full offline data, CPU: epochs chosen to finish in under 25 minutes on 2 idle cores
+reproduce-mini: EXPERIMENT = mini
+reproduce-mini: ROOT = outputs/mini
+reproduce-mini: TEACHER_EPOCHS = 2
+reproduce-mini: EPOCHS = 1
+reproduce-mini: reproduce
+
+# kd.alpha x kd.temperature grid for every depth and seed (conf/hparams_search/kd_grid.yaml)
+sweep-kd: teacher
+	$(TRAIN) hparams_search=kd_grid student.depth=$(DEPTHS) kd.alpha=$(ALPHAS) kd.temperature=$(TEMPERATURES) \
+		seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+
+# Optuna search of alpha and T per depth on validation accuracy, first seed only (pip install -e '.[search]')
+search-kd: teacher
+	for d in $(subst $(comma), ,$(DEPTHS)); do \
+		$(TRAIN) hparams_search=kd_optuna student.depth=$$d hydra.sweeper.n_trials=$(TRIALS) \
+			seed=$(firstword $(subst $(comma), ,$(SEEDS))) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA) || exit $$?; \
+	done
+
+# results.md, results.csv and figures in $(ROOT)/report/ from every run under $(ROOT)/runs/
+report: setup
+	$(PYTHON) -m kd_lightning.report $(ROOT)/runs
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir outputs
+
+# removes every run, checkpoint and report under outputs/ and nothing else
+clean:
+	rm -rf outputs

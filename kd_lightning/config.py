@@ -80,6 +80,15 @@ class PathsConfig:
 
 
 @dataclass
+class GpuPoolConfig:
+    """How the runs of one machine share its GPUs (kd_lightning/gpus.py, hydra/launcher=gpus)."""
+
+    jobs_per_gpu: int = 1  # runs packed onto one GPU at once (small students leave a GPU idle)
+    lease: Optional[bool] = None  # null: lease a GPU when a one-device run sees several; true/false: always/never
+    lock_dir: str = "${oc.env:TMPDIR,/tmp}/kd-lightning-gpu-locks"  # one lock file per GPU slot; machine-local
+
+
+@dataclass
 class Config:
     mode: Mode = Mode.kd
     seed: int = 0  # training seed (initialisation, batch order, augmentation)
@@ -93,6 +102,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
 
 
 class ConfigError(ValueError):

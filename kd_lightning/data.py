@@ -8,6 +8,7 @@ training loop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -153,27 +154,34 @@ def load_torchvision(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tenso
 def augment(images: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Random 32x32 crop of the zero-padded image and a random horizontal flip, per image, batched.
 
-    uint8 (B, C, H, W) in, uint8 (B, C, H, W) out (channels_last in memory).
+    uint8 (B, C, H, W) in and out. Two gathers do it all (rows, then columns with the flip folded
+    into the column order): no per-image work, no host sync, and few passes over memory.
     """
-    b, _, h, w = images.shape
+    b, c, h, w = images.shape
     dev = images.device
     padded = F.pad(images, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)
     dx = torch.randint(0, 2 * pad + 1, (b, 1), device=dev)
-    rows = (dy + torch.arange(h, device=dev))[:, :, None]  # (B, H, 1)
-    cols = (dx + torch.arange(w, device=dev))[:, None, :]  # (B, 1, W)
-    crops = padded[torch.arange(b, device=dev)[:, None, None], :, rows, cols]  # (B, H, W, C)
-    crops = crops.permute(0, 3, 1, 2)
     flip = torch.rand(b, device=dev) < 0.5
-    return torch.where(flip[:, None, None, None], crops.flip(3), crops)
+    rows = dy + torch.arange(h, device=dev)  # (B, H)
+    cols = dx + torch.where(flip[:, None], torch.arange(w - 1, -1, -1, device=dev), torch.arange(w, device=dev))
+    out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * pad))  # (B, C, H, W + 2 pad)
+    return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+@functools.cache
+def _channel_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std on `device`, made once: building them per batch would be a blocking host-to-device copy."""
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD).view(1, 3, 1, 1) * 255
+    return mean.to(device), std.to(device)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 normalised per channel, channels_last."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
-    x = (images.float() - mean) / std
-    return x.contiguous(memory_format=torch.channels_last)
+    mean, std = _channel_stats(images.device)
+    x = images.to(torch.float32, memory_format=torch.channels_last, copy=True)  # one pass: convert, lay out
+    return x.sub_(mean).div_(std)
 
 
 class BatchLoader:
@@ -266,6 +274,8 @@ class CIFAR10DataModule(L.LightningDataModule):
                     f"data.root={self.root} does not exist; data.source=folder needs an unpacked CIFAR-10 "
                     "folder (train/<class>/, test/<class>/), e.g. `make data`"
                 )
+            for split in ("train", "test"):  # a missing split fails now, not after decoding the other
+                _list_split(self.root, split)
             train_x, train_y, classes = load_folder(self.root, "train", self.num_workers)
             test_x, test_y, test_classes = load_folder(self.root, "test", self.num_workers)
             if classes != test_classes:

@@ -70,6 +70,7 @@ class ClassifierModule(L.LightningModule):
         self.acc = nn.ModuleDict({s: _accuracy(num_classes) for s in ("tr", "val", "test")})
         self.loss_mean = nn.ModuleDict({s: _mean() for s in ("tr", "val", "test")})
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run's val/acc_best curve carries on
         self.register_buffer("_step_count", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("_bad_step", torch.full((), -1, dtype=torch.long), persistent=False)
         self.register_buffer("_last_finite", torch.zeros(()), persistent=False)
@@ -114,6 +115,9 @@ class ClassifierModule(L.LightningModule):
         self._bad_step.copy_(torch.where(first_bad, self._step_count, self._bad_step))
         self._last_finite.copy_(torch.where(finite & (self._bad_step < 0), loss.float(), self._last_finite))
 
+    def on_train_start(self) -> None:
+        self._step_count.fill_(self.trainer.global_step)  # a resumed run counts steps from the run's start
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (batch_idx + 1) % self.nan_check_every == 0:
             self.check_finite()
@@ -123,7 +127,8 @@ class ClassifierModule(L.LightningModule):
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the training loss became NaN or inf at step {bad} (epoch {self.current_epoch}); "
-                f"the last finite loss was {float(self._last_finite):.4g}. Lower optim.lr or check the data"
+                f"the last finite loss was {float(self._last_finite):.4g}. Rerun with a lower optim.lr and "
+                "overwrite=true (a resumed run keeps the old learning rate), or check the data"
             )
 
     def on_validation_epoch_start(self) -> None:

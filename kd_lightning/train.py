@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from kd_lightning import gpus
 from kd_lightning.config import ConfigError, Mode, check_config, register
 from kd_lightning.data import CIFAR10DataModule, DataError
 from kd_lightning.modules import BaselineModule, ClassifierModule, DistillModule, NonFiniteLossError, TeacherError
@@ -35,6 +36,7 @@ log = logging.getLogger("kd_lightning")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError)
 register()
+gpus.register()
 
 
 class RunClock(Callback):
@@ -123,10 +125,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             filename="best",
             monitor="val/acc",
             mode="max",
-            save_last=True,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         ),
+        # last.ckpt after every epoch; save_last=True above would skip the epochs that do not improve val/acc
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
         RunClock(),
         CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
     ]
@@ -187,10 +190,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics = json.loads(metrics_path.read_text())
         log.info(summary_line(metrics, " (already done; skipped, overwrite=true retrains)"))
         return metrics
-    if cfg.overwrite:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
     if cfg.mode == Mode.kd and not Path(cfg.teacher.ckpt).is_file():
         raise TeacherError(
             f"teacher.ckpt={cfg.teacher.ckpt} does not exist; train one with `make teacher` (mode=teacher) "
@@ -200,19 +199,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
+    if cfg.overwrite:  # only now: a bad override must not cost the user the finished run
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
     trainer = build_trainer(cfg, run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         log.info("resuming from %s", last)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
-    except SIGTERMException:
-        sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM": not a success
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-    ckpt_cb = trainer.checkpoint_callback
-    test = trainer.test(module, datamodule=dm, ckpt_path="best", verbose=False)[0]
-    best_ckpt = Path(ckpt_cb.best_model_path)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        ckpt_cb = trainer.checkpoint_callback  # the first ModelCheckpoint: best.ckpt by val/acc
+        best_ckpt = Path(ckpt_cb.best_model_path)
+        test = trainer.test(module, datamodule=dm, ckpt_path=str(best_ckpt), verbose=False)[0]
+    except SIGTERMException:  # Lightning's exit code would be 0, a success to any scheduler
+        sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM"
     best_epoch = torch.load(best_ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
 
     if cfg.mode == Mode.teacher:
@@ -269,10 +272,14 @@ def _discard_unstarted(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# an absolute path: the same conf/ whether this file runs as __main__ or is imported by a launcher
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
-        metrics = train(cfg)
+        with gpus.run_lease(cfg) as gpu:
+            if gpu is not None:  # this job's own GPU for its lifetime, shared with no other job
+                cfg.trainer.devices = [gpu]
+            metrics = train(cfg)
     except USER_ERRORS as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -284,4 +291,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    # run the importable copy: process launchers (joblib, submitit) then pickle `main` by reference
+    # instead of cloudpickling this __main__ module by value, which fails on torch.backends.cudnn
+    from kd_lightning.train import main as entry_point
+
+    entry_point()

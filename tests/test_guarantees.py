@@ -1,0 +1,188 @@
+"""What a result can be trusted for: the teacher never changes during distillation, every run of one
+split seed validates on the same images (and KD refuses a teacher from another split), a NaN loss
+stops the run instead of reaching metrics.json, and one seed gives one result."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, make_cfg
+
+DATA = ["data.synthetic_train=1000", "data.synthetic_test=200"]  # 800 training, 200 validation images
+TEACHER_RUN, KD_RUN, BASELINE_RUN = "teacher-r6-w8-s0", "kd-r3-w8-t6-a0.5-T4-s0", "baseline-r3-w8-s0"
+KD_EPOCHS = 3
+
+# `python -m kd_lightning.train ARGS` with one addition: it keeps the DistillModule that main() built,
+# and after the run saves what its teacher looks like, so the test can compare it with the file.
+KD_PROBE = """
+import os, sys, torch
+os.environ["HYDRA_MAIN_MODULE"] = "__main__"  # find conf/ next to train.py, as under `python -m`
+import kd_lightning.train as entry
+
+out, seen, build = sys.argv[1], {}, entry.build_module
+def keep(cfg, dm):
+    seen["module"] = module = build(cfg, dm)
+    seen["before"] = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    return module
+entry.build_module = keep
+sys.argv = [entry.__file__, *sys.argv[2:]]
+entry.main()
+m = seen["module"]
+in_optimizer = {id(p) for group in m.trainer.optimizers[0].param_groups for p in group["params"]}
+torch.save({
+    "before": seen["before"],
+    "after": m.teacher.state_dict(),
+    "training": [sub.training for sub in m.teacher.modules()],
+    "requires_grad": [p.requires_grad for p in m.teacher.parameters()],
+    "teacher_in_optimizer": sum(id(p) in in_optimizer for p in m.teacher.parameters()),
+    "student_in_optimizer": sum(id(p) in in_optimizer for p in m.model.parameters()),
+    "student_params": len(list(m.model.parameters())),
+}, out)
+"""
+
+
+def metrics_of(root: Path, run: str) -> dict:
+    return json.loads((root / "runs" / run / "metrics.json").read_text())
+
+
+def teacher_tensors(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """A tiny teacher (ResNet-6, width 8, 2 epochs on synthetic data), trained once; its paths.root."""
+    from kd_lightning.train import train
+
+    root = tmp_path_factory.mktemp("guarantees")
+    train(make_cfg(root, "mode=teacher", *DATA))
+    return root
+
+
+@pytest.fixture(scope="module")
+def kd_run(teacher) -> dict:
+    """A KD run of several epochs through the command line, distilling the fixture's teacher."""
+    probe = teacher / "kd-probe.pt"
+    args = ["experiment=smoke", f"paths.root={teacher}", "mode=kd", "student.depth=3",
+            f"trainer.max_epochs={KD_EPOCHS}", *DATA]
+    proc = subprocess.run([sys.executable, "-c", KD_PROBE, str(probe), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return torch.load(probe, weights_only=False)
+
+
+# ----------------------------------------------------------------------------- teacher
+
+
+@pytest.mark.slow
+def test_teacher_parameters_and_bn_buffers_are_bit_identical_after_a_kd_run(teacher, kd_run):
+    on_disk = teacher_tensors(teacher / "teachers" / "r6-w8-s0.ckpt")
+    assert metrics_of(teacher, KD_RUN)["epochs"] == KD_EPOCHS
+    assert set(kd_run["after"]) == set(on_disk)
+    assert any("running_mean" in k for k in on_disk) and any("num_batches_tracked" in k for k in on_disk)
+    for name, value in on_disk.items():
+        assert torch.equal(kd_run["before"][name], value), name
+        assert torch.equal(kd_run["after"][name], value), name
+
+
+@pytest.mark.slow
+def test_teacher_stays_in_eval_mode_without_gradients_and_outside_the_optimizer(kd_run):
+    assert not any(kd_run["training"])
+    assert not any(kd_run["requires_grad"])
+    assert kd_run["teacher_in_optimizer"] == 0
+    assert kd_run["student_in_optimizer"] == kd_run["student_params"]
+
+
+@pytest.mark.slow
+def test_student_checkpoints_hold_no_teacher_weights(teacher, kd_run):
+    from kd_lightning.modules import file_sha256
+
+    teacher_file = teacher / "teachers" / "r6-w8-s0.ckpt"
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(teacher / "runs" / KD_RUN / "checkpoints" / name, map_location="cpu", weights_only=False)
+        assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")]
+        assert ckpt["teacher"]["sha256"] == file_sha256(teacher_file)  # which teacher, by hash only
+        optimized = [p for group in ckpt["optimizer_states"][0]["param_groups"] for p in group["params"]]
+        assert len(optimized) == kd_run["student_params"]
+
+
+# ----------------------------------------------------------------------------- split
+
+
+@pytest.mark.slow
+def test_teacher_baseline_and_kd_runs_of_one_split_seed_record_the_same_split(teacher, kd_run):
+    from kd_lightning.data import index_hash, split_indices
+    from kd_lightning.train import train
+
+    train(make_cfg(teacher, "mode=baseline", "student.depth=3", "trainer.max_epochs=1", *DATA))
+    runs = [metrics_of(teacher, run) for run in (TEACHER_RUN, BASELINE_RUN, KD_RUN)]
+    expected = index_hash(split_indices(1000, split_seed=0)[1])
+    assert [(m["mode"], m["split_seed"], m["split_hash"], m["val_hash"]) for m in runs] == [
+        (mode, 0, expected, expected) for mode in ("teacher", "baseline", "kd")
+    ]
+    assert index_hash(split_indices(1000, split_seed=1)[1]) != expected
+
+
+@pytest.mark.slow
+def test_kd_refuses_a_teacher_trained_on_another_split_seed(teacher, tmp_path):
+    from kd_lightning.modules import TeacherError
+    from kd_lightning.train import train
+
+    cfg = make_cfg(tmp_path, "mode=kd", "data.split_seed=1", f"teacher.ckpt={teacher}/teachers/r6-w8-s0.ckpt", *DATA)
+    with pytest.raises(TeacherError, match="another train/val split .* data.split_seed"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- NaN
+
+
+def test_nan_loss_stops_the_run_naming_the_step_and_the_last_finite_loss(tmp_path, monkeypatch):
+    from kd_lightning.modules import ClassifierModule, NonFiniteLossError
+    from kd_lightning.train import train
+
+    losses, real_loss = [], ClassifierModule.training_loss
+
+    def nan_at_step_5(self, x, y):
+        loss, logits, parts = real_loss(self, x, y)
+        losses.append(loss.item())
+        return (loss * math.nan if len(losses) == 5 else loss), logits, parts
+
+    monkeypatch.setattr(ClassifierModule, "training_loss", nan_at_step_5)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(make_cfg(tmp_path, "mode=baseline", "student.depth=3", *DATA))
+    assert "step 5 " in str(err.value) and f"last finite loss was {losses[3]:.4g}" in str(err.value)
+    assert len(losses) < 12  # stopped within the first epoch, before its validation
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_metrics_json_refuses_nan(tmp_path):
+    from kd_lightning.train import write_json
+
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "metrics.json", {"test_acc": math.nan})
+    assert not (tmp_path / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+@pytest.mark.slow
+def test_two_cpu_runs_with_one_seed_give_identical_metrics_and_weights(teacher, tmp_path):
+    from kd_lightning.train import train
+
+    again = train(make_cfg(tmp_path, "mode=teacher", *DATA))
+    first = metrics_of(teacher, TEACHER_RUN)
+    for key in ("best_val_acc", "best_epoch", "test_acc", "test_loss", "split_hash"):
+        assert again[key] == first[key], key
+    a = teacher_tensors(teacher / "teachers" / "r6-w8-s0.ckpt")
+    b = teacher_tensors(tmp_path / "teachers" / "r6-w8-s0.ckpt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
