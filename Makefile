@@ -119,3 +119,24 @@ tensorboard: setup
 # removes every run, checkpoint and report under outputs/ and nothing else
 clean:
 	rm -rf outputs
+
+# ---------------------------------------------------------------- speed: benchmark and GPU bundle
+# (docs/performance.md) the four speed comparisons on this machine: a table, and outputs/bench/bench.json
+# .gpu/ (git-ignored): wheels a bare GPU machine lacks plus the data archive, for scripts/gpu_study.sh
+WHEELS ?= ../shared/wheels
+GPU_OUT ?= outputs/gpu-study
+
+.PHONY: bench gpu-bundle gpu-study
+
+bench: setup
+	$(PYTHON) -m kd_lightning.bench --out outputs/bench/bench.json
+
+gpu-bundle:
+	@test -f $(DATA_ARCHIVE) || { echo "no archive at $(DATA_ARCHIVE); set DATA_ARCHIVE=PATH/cifar10-jpeg.tar.gz"; exit 2; }
+	mkdir -p .gpu/wheels
+	cp -f $(WHEELS)/*.whl .gpu/wheels/
+	cp -f $(DATA_ARCHIVE) .gpu/cifar10-jpeg.tar.gz
+
+# on the GPU machine: the whole study for one seed, the benchmark and the report into $(GPU_OUT)
+gpu-study:
+	scripts/gpu_study.sh $(GPU_OUT)

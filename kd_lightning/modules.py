@@ -74,7 +74,7 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("_step_count", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("_bad_step", torch.full((), -1, dtype=torch.long), persistent=False)
         self.register_buffer("_last_finite", torch.zeros(()), persistent=False)
-        self._lr_sum, self._lr_steps = 0.0, 0
+        self._lr_sum, self._lr_steps, self._train_parts = 0.0, 0, {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -91,10 +91,7 @@ class ClassifierModule(L.LightningModule):
         self._watch_loss(loss.detach())
         self.acc["tr"].update(logits.detach(), y)
         self.loss_mean["tr"].update(loss.detach())
-        self.log("train/acc", self.acc["tr"], on_step=False, on_epoch=True)
-        self.log("train/loss", self.loss_mean["tr"], on_step=False, on_epoch=True, prog_bar=True)
-        for name, metric in parts.items():
-            self.log(f"train/{name}", metric, on_step=False, on_epoch=True)
+        self._train_parts = parts
         # summed on the host: logging this Python float every step would copy it to the device every step
         self._lr_sum += self.optimizers().param_groups[0]["lr"]
         self._lr_steps += 1
@@ -104,6 +101,12 @@ class ClassifierModule(L.LightningModule):
         self._lr_sum, self._lr_steps = 0.0, 0
 
     def on_train_epoch_end(self) -> None:
+        # logged once per epoch, not from every step: each self.log call costs a millisecond or more
+        # of host time, which a GPU step of a small student cannot hide
+        self.log("train/acc", self.acc["tr"])
+        self.log("train/loss", self.loss_mean["tr"], prog_bar=True)
+        for name, metric in self._train_parts.items():
+            self.log(f"train/{name}", metric)
         if self._lr_steps:
             self.log("lr", self._lr_sum / self._lr_steps)  # the epoch's mean learning rate
 

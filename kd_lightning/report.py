@@ -206,7 +206,7 @@ def describe(runs: list[dict]) -> list[str]:
     if len(sources) > 1:
         lines.append("- Warning: these runs mix data settings; compare rows with care")
     for role, modes in (("teacher", {"teacher"}), ("students", {"baseline", "kd"})):
-        eps = sorted({r["max_epochs"] for r in runs if r["mode"] in modes})
+        eps = sorted({r.get("max_epochs") for r in runs if r["mode"] in modes} - {None})
         if eps:
             lines.append(f"- Epochs ({role}): {', '.join(map(str, eps))}")
     lines.append(f"- Base widths: {', '.join(str(w) for w in sorted({r['width'] for r in runs}))}")

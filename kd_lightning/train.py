@@ -50,11 +50,24 @@ class RunClock(Callback):
         self.seconds, self._start = self.seconds + now - self._start, now
 
     def state_dict(self) -> dict[str, float]:
-        # a checkpoint is saved before on_train_epoch_end: count the epoch's time up to this moment
+        # checkpoints are written before this on_train_epoch_end (or mid-epoch): count up to now
         return {"seconds": self.seconds + time.perf_counter() - self._start}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.seconds, self._start = state_dict["seconds"], time.perf_counter()
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that keeps its best score when the run folder has moved since the checkpoint
+    was written (Lightning drops the score then, and the next epoch would count as best)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            moved = {k: v.replace(old, new, 1) if isinstance(v, str) else v for k, v in state_dict.items()}
+            moved["best_k_models"] = {p.replace(old, new, 1): v for p, v in state_dict.get("best_k_models", {}).items()}
+            state_dict = moved
+        super().load_state_dict(state_dict)
 
 
 class CheckpointOnStop(Callback):
@@ -120,7 +133,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
     callbacks: list[Callback] = [
-        ModelCheckpoint(
+        RunCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",
             monitor="val/acc",
@@ -129,7 +142,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             enable_version_counter=False,
         ),
         # last.ckpt after every epoch; save_last=True above would skip the epochs that do not improve val/acc
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
         RunClock(),
         CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
     ]

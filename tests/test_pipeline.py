@@ -85,7 +85,7 @@ def test_gpus_launcher_runs_parallel_jobs_into_their_own_run_folders(tmp_path):
     assert all(m["run_name"] == name for name, m in runs.items())
 
 
-def test_gpus_launcher_runs_one_job_at_a_time_without_a_gpu():
+def test_gpus_launcher_n_jobs_is_gpus_times_jobs_per_gpu_and_one_without_a_gpu():
     from kd_lightning import gpus
     from kd_lightning.config import register
 

@@ -140,6 +140,7 @@ def test_sigterm_saves_a_checkpoint_where_it_stopped_and_the_same_run_finishes(t
 
 
 def copy_of_finished_run(killed_and_resumed, tmp_path: Path) -> Path:
+    """The finished run under another paths.root: also a run folder moved since its checkpoints were written."""
     shutil.copytree(killed_and_resumed["root"] / RUN, tmp_path / RUN)
     return tmp_path
 
@@ -184,7 +185,9 @@ def test_overwrite_true_with_a_bad_override_keeps_the_finished_run(killed_and_re
 
 
 @pytest.mark.slow
-def test_run_killed_before_metrics_json_finishes_without_training_again(killed_and_resumed, tmp_path, monkeypatch):
+def test_run_killed_before_metrics_json_finishes_in_its_moved_folder_without_training_again(
+    killed_and_resumed, tmp_path, monkeypatch
+):
     from kd_lightning.modules import ClassifierModule
     from kd_lightning.train import train
 
