@@ -95,7 +95,7 @@ reproduce-mini: EXPERIMENT = mini
 reproduce-mini: ROOT = outputs/mini
 reproduce-mini: TEACHER_EPOCHS = 2
 reproduce-mini: EPOCHS = 1
-reproduce-mini: reproduce
+reproduce-mini: data reproduce
 
 # kd.alpha x kd.temperature grid for every depth and seed (conf/hparams_search/kd_grid.yaml)
 sweep-kd: teacher

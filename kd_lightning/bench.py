@@ -68,7 +68,7 @@ class Sizes:
 
 SIZES = {
     "gpu": Sizes(64, 512, 40_000, 10_000, 15, 50, 2, min(8, os.cpu_count() or 1), 10, 40_000),
-    "cpu": Sizes(16, 64, 768, 192, 1, 6, 2, min(2, os.cpu_count() or 1), 10, 2_048),
+    "cpu": Sizes(16, 64, 768, 192, 1, 10, 2, min(2, os.cpu_count() or 1), 10, 2_048),
     # width 8: at width 4 a channels_last ResNet-10 backward never returned on a CPU (torch 2.14.1)
     "tiny": Sizes(8, 32, 128, 64, 1, 2, 1, 1, 4, 256),
 }
@@ -392,9 +392,9 @@ def epoch_naive(train: tuple, val: tuple, sizes: Sizes, device: torch.device, fo
     )
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False  # the Trainer's default, which build_trainer changes globally
+    loaders = [_torchvision_loader(d, sizes.batch, sizes.workers, device, train=t) for d, t in ((train, True), (val, False))]
     try:
         t0 = time.perf_counter()
-        loaders = [_torchvision_loader(d, sizes.batch, sizes.workers, device, train=t) for d, t in ((train, True), (val, False))]
         sink = io.StringIO()  # the progress bar draws every step, but not on the console
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             trainer.fit(module, *loaders)

@@ -192,22 +192,30 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+TEACHER_HINT = "train one with `make teacher` (mode=teacher) or point teacher.ckpt=PATH at a teacher run's checkpoint"
+
+
+def require_teacher_file(path: str | Path) -> Path:
+    """Fail before any data is loaded when the teacher checkpoint is not there."""
+    path = Path(path)
+    if not path.is_file():
+        raise TeacherError(f"teacher.ckpt={path} does not exist; {TEACHER_HINT}")
+    return path
+
+
 def load_teacher(path: str | Path, num_classes: int, split_hash: str | None) -> tuple[nn.Module, dict]:
     """Rebuild the teacher ResNet from a teacher run's checkpoint; refuse anything that is not one."""
-    path = Path(path)
-    hint = "train one with `make teacher` (mode=teacher) or point teacher.ckpt=PATH at a teacher run's checkpoint"
-    if not path.is_file():
-        raise TeacherError(f"teacher.ckpt={path} does not exist; {hint}")
+    path = require_teacher_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
     except Exception as err:
-        raise TeacherError(f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {hint}") from None
+        raise TeacherError(f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {TEACHER_HINT}") from None
     if hp.get("role") != "teacher":
-        raise TeacherError(f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {hint}")
+        raise TeacherError(f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {TEACHER_HINT}")
     if hp.get("num_classes") != num_classes:
         raise TeacherError(
-            f"teacher.ckpt={path} predicts {hp.get('num_classes')} classes but the data has {num_classes}; {hint}"
+            f"teacher.ckpt={path} predicts {hp.get('num_classes')} classes but the data has {num_classes}; {TEACHER_HINT}"
         )
     if split_hash is not None and hp.get("split_hash") != split_hash:
         raise TeacherError(

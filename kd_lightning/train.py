@@ -13,7 +13,6 @@ import platform
 import shutil
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,23 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning import gpus
+from kd_lightning.callbacks import CheckpointOnStop, RunCheckpoint, RunClock
 from kd_lightning.config import ConfigError, Mode, check_config, register
 from kd_lightning.data import CIFAR10DataModule, DataError
-from kd_lightning.modules import BaselineModule, ClassifierModule, DistillModule, NonFiniteLossError, TeacherError
+from kd_lightning.modules import (
+    BaselineModule,
+    ClassifierModule,
+    DistillModule,
+    NonFiniteLossError,
+    TeacherError,
+    require_teacher_file,
+)
 
 log = logging.getLogger("kd_lightning")
 # the frozen teacher is in eval mode on purpose; Lightning warns about any such module
@@ -37,50 +44,6 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError)
 register()
 gpus.register()
-
-
-class RunClock(Callback):
-    """Training wall time, carried through checkpoints so a resumed run reports its total."""
-
-    def __init__(self) -> None:
-        self.seconds, self._start = 0.0, time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now = time.perf_counter()
-        self.seconds, self._start = self.seconds + now - self._start, now
-
-    def state_dict(self) -> dict[str, float]:
-        # checkpoints are written before this on_train_epoch_end (or mid-epoch): count up to now
-        return {"seconds": self.seconds + time.perf_counter() - self._start}
-
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self.seconds, self._start = state_dict["seconds"], time.perf_counter()
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that keeps its best score when the run folder has moved since the checkpoint
-    was written (Lightning drops the score then, and the next epoch would count as best)."""
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        old, new = state_dict.get("dirpath"), self.dirpath
-        if old and new and old != new:
-            moved = {k: v.replace(old, new, 1) if isinstance(v, str) else v for k, v in state_dict.items()}
-            moved["best_k_models"] = {p.replace(old, new, 1): v for p, v in state_dict.get("best_k_models", {}).items()}
-            state_dict = moved
-        super().load_state_dict(state_dict)
-
-
-class CheckpointOnStop(Callback):
-    """SIGTERM (a scheduler's preemption) and Ctrl-C stop Lightning after the current batch: save
-    last.ckpt there, so the same command resumes from that batch rather than the last epoch end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
-            log.warning("stopped; saved %s, the same command resumes from it", self.path)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -194,54 +157,15 @@ def summary_line(m: dict, note: str = "") -> str:
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or skip, or resume) the run `cfg` describes; return what it wrote to metrics.json."""
-    check_config(cfg)
-    run_dir = Path(cfg.paths.run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and not cfg.overwrite:
-        metrics = json.loads(metrics_path.read_text())
-        log.info(summary_line(metrics, " (already done; skipped, overwrite=true retrains)"))
-        return metrics
-    if cfg.mode == Mode.kd and not Path(cfg.teacher.ckpt).is_file():
-        raise TeacherError(
-            f"teacher.ckpt={cfg.teacher.ckpt} does not exist; train one with `make teacher` (mode=teacher) "
-            "or point teacher.ckpt=PATH at a teacher run's checkpoint"
-        )
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg)
-    module = build_module(cfg, dm)
-    if cfg.overwrite:  # only now: a bad override must not cost the user the finished run
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-    trainer = build_trainer(cfg, run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        log.info("resuming from %s", last)
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        ckpt_cb = trainer.checkpoint_callback  # the first ModelCheckpoint: best.ckpt by val/acc
-        best_ckpt = Path(ckpt_cb.best_model_path)
-        test = trainer.test(module, datamodule=dm, ckpt_path=str(best_ckpt), verbose=False)[0]
-    except SIGTERMException:  # Lightning's exit code would be 0, a success to any scheduler
-        sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM"
-    best_epoch = torch.load(best_ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
-
-    if cfg.mode == Mode.teacher:
-        dest = Path(cfg.teacher.ckpt)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.copyfile(best_ckpt, tmp)
-        os.replace(tmp, dest)
-
+def run_metrics(
+    cfg: DictConfig, dm: CIFAR10DataModule, module: ClassifierModule, trainer: L.Trainer, test: dict, best_epoch: int
+) -> dict[str, Any]:
+    """What metrics.json records: the run's settings, its split, its results, and where it ran."""
     net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
     kd = cfg.mode == Mode.kd
     clock = next(c for c in trainer.callbacks if isinstance(c, RunClock))
-    metrics = {
+    ckpt_cb = trainer.checkpoint_callback
+    return {
         "mode": cfg.mode.value,
         "run_name": cfg.run_name,
         "depth": net.depth,
@@ -273,6 +197,50 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "precision": str(trainer.precision),
         "versions": versions(),
     }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or skip, or resume) the run `cfg` describes; return what it wrote to metrics.json."""
+    check_config(cfg)
+    run_dir = Path(cfg.paths.run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and not cfg.overwrite:
+        metrics = json.loads(metrics_path.read_text())
+        log.info(summary_line(metrics, " (already done; skipped, overwrite=true retrains)"))
+        return metrics
+    if cfg.mode == Mode.kd:
+        require_teacher_file(cfg.teacher.ckpt)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm)
+    if cfg.overwrite:  # only now: a bad override must not cost the user the finished run
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
+    trainer = build_trainer(cfg, run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        log.info("resuming from %s", last)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        ckpt_cb = trainer.checkpoint_callback  # the first ModelCheckpoint: best.ckpt by val/acc
+        best_ckpt = Path(ckpt_cb.best_model_path)
+        test = trainer.test(module, datamodule=dm, ckpt_path=str(best_ckpt), verbose=False)[0]
+    except SIGTERMException:  # Lightning's exit code would be 0, a success to any scheduler
+        sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM"
+    best_epoch = torch.load(best_ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
+
+    if cfg.mode == Mode.teacher:
+        dest = Path(cfg.teacher.ckpt)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(best_ckpt, tmp)
+        os.replace(tmp, dest)
+
+    metrics = run_metrics(cfg, dm, module, trainer, test, best_epoch)
     if trainer.is_global_zero:
         write_json(metrics_path, metrics)
         log.info(summary_line(metrics))

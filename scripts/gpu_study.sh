@@ -15,6 +15,7 @@
 # Environment:
 #   DRY_RUN=1      same steps on the CPU with synthetic data, width 8 and one epoch (seconds, for tests)
 #   JOBS=8         runs trained at once after the teacher (DRY_RUN: 2)
+#   DEPTHS="3 4 5 6"  student depths (fewer make a shorter dry run)
 #   SEED=0         training seed of every run
 #   EXTRA=""       more Hydra overrides for every run, e.g. "compile=true" or "trainer.max_epochs=20"
 #   PYTHON=python3, WHEELS_DIR=.gpu/wheels, PYDEPS=.gpu/pydeps, DATA_ARCHIVE=.gpu/cifar10-jpeg.tar.gz,
@@ -31,6 +32,7 @@ DRY_RUN=${DRY_RUN:-0}
 PYTHON=${PYTHON:-python3}
 SEED=${SEED:-0}
 EXTRA=${EXTRA:-}
+DEPTHS=${DEPTHS:-3 4 5 6}
 WHEELS_DIR=${WHEELS_DIR:-.gpu/wheels}
 PYDEPS=$(realpath -m "${PYDEPS:-.gpu/pydeps}")
 DATA_ARCHIVE=${DATA_ARCHIVE:-.gpu/cifar10-jpeg.tar.gz}
@@ -97,9 +99,9 @@ run() {  # NAME OVERRIDE...: one training run; its log, exit code and times go t
 # ---------------------------------------------------------------- the study
 say "teacher: ResNet-10"
 run teacher mode=teacher
-say "students: ResNet-3..6, baseline and KD, $JOBS at a time"
+say "students: depths $DEPTHS, baseline and KD, $JOBS at a time"
 export OMP_NUM_THREADS=$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))  # the runs share the CPU cores too
-for depth in 3 4 5 6; do
+for depth in $DEPTHS; do
     for mode in baseline kd; do
         while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
         run "$mode-r$depth" "mode=$mode" "student.depth=$depth" &
