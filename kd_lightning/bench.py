@@ -68,7 +68,7 @@ class Sizes:
 
 SIZES = {
     "gpu": Sizes(64, 512, 40_000, 10_000, 15, 50, 2, min(8, os.cpu_count() or 1), 10, 40_000),
-    "cpu": Sizes(16, 64, 768, 192, 1, 10, 2, min(2, os.cpu_count() or 1), 10, 2_048),
+    "cpu": Sizes(16, 128, 896, 192, 1, 6, 3, min(2, os.cpu_count() or 1), 10, 2_048),
     # width 8: at width 4 a channels_last ResNet-10 backward never returned on a CPU (torch 2.14.1)
     "tiny": Sizes(8, 32, 128, 64, 1, 2, 1, 1, 4, 256),
 }
@@ -195,31 +195,42 @@ def bench_pipeline(train: tuple, sizes: Sizes, device: torch.device) -> dict:
 # ----------------------------------------------------------------------------- 2. Lightning vs plain loop
 
 
+def _per_step(stamps: list[float], device: torch.device) -> float:
+    """Seconds per step from timestamps taken before the first timed step and after each one.
+
+    On a CPU the fastest step (noise from a shared machine only ever adds time); on a GPU the
+    window's mean, since its steps run asynchronously and only the window's two ends are synced.
+    """
+    if device.type == "cpu":
+        return min(b - a for a, b in zip(stamps, stamps[1:]))
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
 class _StepTimer(L.Callback):
-    """Times training steps warmup..last; on CUDA also counts host-device syncs in that window."""
+    """Timestamps from the end of step warmup-1 to the end of step `last` (each interval holds one
+    whole step: fetch, augmentation, forward, backward, optimiser, hooks); on CUDA it also counts
+    host-device syncs in that window."""
 
     def __init__(self, warmup: int, last: int, device: torch.device):
         self.warmup, self.last, self.device = warmup, last, device
-        self.seconds, self.syncs, self._t0, self._caught, self._records = 0.0, None, 0.0, None, []
+        self.stamps, self.syncs, self._caught, self._records = [], None, None, []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup - 1:
             _sync(self.device)
             if self.device.type == "cuda":
                 self._caught = warnings.catch_warnings(record=True)
                 self._records = self._caught.__enter__()
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
-            self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        elif batch_idx == self.last and self._caught is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self._caught.__exit__(None, None, None)
+            self.syncs = sum("synchroniz" in str(w.message) for w in self._records)
         if batch_idx == self.last:
-            if self._caught is not None:
-                torch.cuda.set_sync_debug_mode("default")
-                self._caught.__exit__(None, None, None)
-                self.syncs = sum("synchroniz" in str(w.message) for w in self._records)
             _sync(self.device)
-            self.seconds = time.perf_counter() - self._t0
+        if self.warmup - 1 <= batch_idx <= self.last:
+            self.stamps.append(time.perf_counter())
 
 
 def _optimiser(model: torch.nn.Module, total_steps: int) -> tuple:
@@ -238,10 +249,11 @@ def plain_loop(depth: int, train: tuple, sizes: Sizes, device: torch.device) -> 
     total = sizes.warmup + sizes.steps
     opt, sched = _optimiser(model, total)
     batches = iter(BatchLoader(train[0].to(device), train[1].to(device), sizes.batch, shuffle=True, drop_last=True))
+    stamps = []
     for step in range(total):
         if step == sizes.warmup:
             _sync(device)
-            t0 = time.perf_counter()
+            stamps.append(time.perf_counter())
         x, y = next(batches)
         x = normalize(augment(x))
         with _autocast(device):
@@ -250,8 +262,11 @@ def plain_loop(depth: int, train: tuple, sizes: Sizes, device: torch.device) -> 
         loss.backward()
         opt.step()
         sched.step()
-    _sync(device)
-    return sizes.steps * sizes.batch / (time.perf_counter() - t0)
+        if step == total - 1:
+            _sync(device)
+        if stamps:
+            stamps.append(time.perf_counter())
+    return sizes.batch / _per_step(stamps, device)
 
 
 def lightning_loop(depth: int, train: tuple, sizes: Sizes, device: torch.device) -> tuple[float, int | None]:
@@ -265,7 +280,7 @@ def lightning_loop(depth: int, train: tuple, sizes: Sizes, device: torch.device)
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     )
     trainer.fit(BaselineModule(depth, sizes.width), datamodule=_TensorData(train, train, sizes.batch))
-    return sizes.steps * sizes.batch / timer.seconds, timer.syncs
+    return sizes.batch / _per_step(timer.stamps, device), timer.syncs
 
 
 def bench_trainer(train: tuple, sizes: Sizes, device: torch.device) -> dict:
@@ -299,11 +314,13 @@ def _time_ms(fn, sizes: Sizes, device: torch.device) -> float:
     for _ in range(sizes.warmup):
         fn()
     _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(sizes.steps):
+    stamps = [time.perf_counter()]
+    for i in range(sizes.steps):
         fn()
-    _sync(device)
-    return 1000 * (time.perf_counter() - t0) / sizes.steps
+        if i == sizes.steps - 1:
+            _sync(device)
+        stamps.append(time.perf_counter())
+    return 1000 * _per_step(stamps, device)
 
 
 def bench_kd(train: tuple, sizes: Sizes, device: torch.device, tmp: Path) -> dict:
@@ -392,7 +409,8 @@ def epoch_naive(train: tuple, val: tuple, sizes: Sizes, device: torch.device, fo
     )
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False  # the Trainer's default, which build_trainer changes globally
-    loaders = [_torchvision_loader(d, sizes.batch, sizes.workers, device, train=t) for d, t in ((train, True), (val, False))]
+    loaders = [_torchvision_loader(d, sizes.batch, sizes.workers, device, train=t)
+               for d, t in ((train, True), (val, False))]
     try:
         t0 = time.perf_counter()
         sink = io.StringIO()  # the progress bar draws every step, but not on the console
@@ -442,7 +460,8 @@ def table(r: dict) -> str:
     rows.append((f"  (baseline step {_fmt(k['baseline_ms'])} ms, teacher forward {_fmt(k['teacher_forward_ms'])} ms)",
                  "", "", "", "", ""))
     e = r["epoch"]
-    rows.append((f"4 one epoch ResNet-{e['depth']}, s (vs naive Lightning)", f"{e['ours_s']:.2f}", f"{e['naive_s']:.2f}",
+    rows.append((f"4 one epoch ResNet-{e['depth']}, s (vs naive Lightning)", f"{e['ours_s']:.2f}",
+                 f"{e['naive_s']:.2f}",
                  f"{e['speedup']:.2f}x", "-" if e["target"] is None else f">= {e['target']:g}x", _met(e["met"])))
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))

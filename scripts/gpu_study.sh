@@ -131,7 +131,8 @@ from pathlib import Path
 
 import torch
 
-out, (t0, study_end, end), jobs, dry = Path(sys.argv[1]), map(float, sys.argv[2:5]), int(sys.argv[5]), sys.argv[6] == "1"
+out, (t0, study_end, end) = Path(sys.argv[1]), map(float, sys.argv[2:5])
+jobs, dry = int(sys.argv[5]), sys.argv[6] == "1"
 metrics = {}
 for path in (out / "study" / "runs").glob("*/metrics.json"):
     m = json.loads(path.read_text())
@@ -169,8 +170,9 @@ lines = [
     f"{'run':12s} {'exit':>4s} {'start s':>8s} {'process s':>9s} {'train s':>8s} {'img/s':>9s} {'test acc':>8s}",
 ]
 for r in runs:
-    lines.append(f"{r['run']:12s} {r['exit_code']:4d} {r['start_s']:8.1f} {r['process_s']:9.1f} {cell(r['train_s'], '8.1f')} "
-                 f"{cell(r['train_images_per_second'], '9,.0f')} {cell(r['test_acc'] and 100 * r['test_acc'], '8.2f')}")
+    lines.append(f"{r['run']:12s} {r['exit_code']:4d} {r['start_s']:8.1f} {r['process_s']:9.1f} "
+                 f"{cell(r['train_s'], '8.1f')} {cell(r['train_images_per_second'], '9,.0f')} "
+                 f"{cell(r['test_acc'] and 100 * r['test_acc'], '8.2f')}")
 (out / "timings.txt").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

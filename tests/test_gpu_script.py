@@ -30,7 +30,8 @@ def test_gpu_script_without_an_output_folder_prints_its_usage(tmp_path):
 
 def test_gpu_script_refuses_the_real_study_when_torch_sees_no_gpu(tmp_path):
     (tmp_path / "no-wheels").mkdir()
-    result = run_script(tmp_path, str(tmp_path / "out"), CUDA_VISIBLE_DEVICES="", WHEELS_DIR=str(tmp_path / "no-wheels"))
+    result = run_script(tmp_path, str(tmp_path / "out"), CUDA_VISIBLE_DEVICES="",
+                        WHEELS_DIR=str(tmp_path / "no-wheels"))
     assert result.returncode == 2
     assert "torch sees no CUDA device; DRY_RUN=1 runs the same steps on the CPU" in result.stderr
     assert not (tmp_path / "out" / "study").exists()
@@ -65,7 +66,8 @@ def test_gpu_script_dry_run_trains_teacher_then_students_and_writes_bench_report
     assert "study (5 runs)" in (out / "timings.txt").read_text()
 
     bench = json.loads((out / "bench.json").read_text())
-    assert {"pipeline", "trainer", "kd", "epoch", "meta"} <= set(bench) and "1 data pipeline" in (out / "bench.txt").read_text()
+    assert {"pipeline", "trainer", "kd", "epoch", "meta"} <= set(bench)
+    assert "1 data pipeline" in (out / "bench.txt").read_text()
     if (ROOT / "kd_lightning" / "report.py").exists():
         assert (out / "report" / "results.md").is_file()
     assert {p.name for p in (out / "logs").glob("*.log")} >= {"teacher.log", "kd-r3.log", "bench.log"}
