@@ -149,8 +149,12 @@ class _PILImages(torch.utils.data.Dataset):
 
 def _torchvision_loader(data: tuple, batch: int, workers: int, device: torch.device, train: bool, **kw):
     return torch.utils.data.DataLoader(
-        _PILImages(*data, train=train), batch_size=batch, shuffle=train, num_workers=workers,
-        pin_memory=device.type == "cuda", **kw,
+        _PILImages(*data, train=train),
+        batch_size=batch,
+        shuffle=train,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        **kw,
     )
 
 
@@ -165,8 +169,9 @@ def bench_pipeline(train: tuple, sizes: Sizes, device: torch.device) -> dict:
     ours = BatchLoader(x, y, batch, shuffle=True, drop_last=True)
     normalize(augment(x[:batch]))  # warm-up
     best_ours = best_tv = 0.0
-    tv = _torchvision_loader(train, batch, sizes.workers, device, train=True, drop_last=True,
-                             persistent_workers=sizes.workers > 0)
+    tv = _torchvision_loader(
+        train, batch, sizes.workers, device, train=True, drop_last=True, persistent_workers=sizes.workers > 0
+    )
     for _ in tv:  # an untimed pass starts the workers once (kinder to torchvision than a cold start)
         pass
     for _ in range(sizes.repeats):
@@ -186,9 +191,15 @@ def bench_pipeline(train: tuple, sizes: Sizes, device: torch.device) -> dict:
         best_tv = max(best_tv, images / (time.perf_counter() - t0))
     ratio = best_ours / best_tv
     return {
-        "ours_img_s": best_ours, "torchvision_img_s": best_tv, "ratio": ratio, "target": TARGETS["pipeline"],
-        "met": ratio >= TARGETS["pipeline"], "workers": sizes.workers, "batch": batch,
-        "images": len(y), "threads": torch.get_num_threads(),
+        "ours_img_s": best_ours,
+        "torchvision_img_s": best_tv,
+        "ratio": ratio,
+        "target": TARGETS["pipeline"],
+        "met": ratio >= TARGETS["pipeline"],
+        "workers": sizes.workers,
+        "batch": batch,
+        "images": len(y),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -275,9 +286,18 @@ def lightning_loop(depth: int, train: tuple, sizes: Sizes, device: torch.device)
     total = sizes.warmup + sizes.steps
     timer = _StepTimer(sizes.warmup, total - 1, device)
     trainer = L.Trainer(
-        accelerator=_accelerator(device), devices=1, precision=_precision(device), max_epochs=1,
-        limit_train_batches=total, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+        accelerator=_accelerator(device),
+        devices=1,
+        precision=_precision(device),
+        max_epochs=1,
+        limit_train_batches=total,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
     )
     trainer.fit(BaselineModule(depth, sizes.width), datamodule=_TensorData(train, train, sizes.batch))
     return sizes.batch / _per_step(timer.stamps, device), timer.syncs
@@ -293,8 +313,12 @@ def bench_trainer(train: tuple, sizes: Sizes, device: torch.device) -> dict:
             lightning = max(lightning, img_s)
         ratio = lightning / plain
         out[f"resnet{depth}"] = {
-            "lightning_img_s": lightning, "plain_img_s": plain, "ratio": ratio, "target": TARGETS["trainer"],
-            "met": ratio >= TARGETS["trainer"], "syncs_in_timed_steps": syncs,
+            "lightning_img_s": lightning,
+            "plain_img_s": plain,
+            "ratio": ratio,
+            "target": TARGETS["trainer"],
+            "met": ratio >= TARGETS["trainer"],
+            "syncs_in_timed_steps": syncs,
         }
     return out
 
@@ -345,8 +369,11 @@ def bench_kd(train: tuple, sizes: Sizes, device: torch.device, tmp: Path) -> dic
 
     best = {"baseline_ms": float("inf"), "kd_ms": float("inf"), "teacher_forward_ms": float("inf")}
     for _ in range(sizes.repeats):
-        for key, fn in (("baseline_ms", lambda: step(base)), ("kd_ms", lambda: step(kd)),
-                        ("teacher_forward_ms", teacher_forward)):
+        for key, fn in (
+            ("baseline_ms", lambda: step(base)),
+            ("kd_ms", lambda: step(kd)),
+            ("teacher_forward_ms", teacher_forward),
+        ):
             best[key] = min(best[key], _time_ms(fn, sizes, device))
     bound = best["baseline_ms"] + TARGETS["kd_slack"] * best["teacher_forward_ms"]
     return {**best, "bound_ms": bound, "ratio": best["kd_ms"] / bound, "met": best["kd_ms"] <= bound}
@@ -404,13 +431,19 @@ def epoch_naive(train: tuple, val: tuple, sizes: Sizes, device: torch.device, fo
     torch.manual_seed(0)
     module = _NaiveModule(sizes.epoch_depth, sizes.width)
     trainer = L.Trainer(
-        accelerator=_accelerator(device), devices=1, max_epochs=1, default_root_dir=folder,
-        logger=TensorBoardLogger(folder), callbacks=[TQDMProgressBar(refresh_rate=1)], enable_model_summary=False,
+        accelerator=_accelerator(device),
+        devices=1,
+        max_epochs=1,
+        default_root_dir=folder,
+        logger=TensorBoardLogger(folder),
+        callbacks=[TQDMProgressBar(refresh_rate=1)],
+        enable_model_summary=False,
     )
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False  # the Trainer's default, which build_trainer changes globally
-    loaders = [_torchvision_loader(d, sizes.batch, sizes.workers, device, train=t)
-               for d, t in ((train, True), (val, False))]
+    loaders = [
+        _torchvision_loader(d, sizes.batch, sizes.workers, device, train=t) for d, t in ((train, True), (val, False))
+    ]
     try:
         t0 = time.perf_counter()
         sink = io.StringIO()  # the progress bar draws every step, but not on the console
@@ -428,9 +461,14 @@ def bench_epoch(train: tuple, val: tuple, sizes: Sizes, device: torch.device, tm
     speedup = naive / ours
     target = TARGETS["epoch_gpu"] if device.type == "cuda" else None
     return {
-        "depth": sizes.epoch_depth, "ours_s": ours, "naive_s": naive, "speedup": speedup, "target": target,
+        "depth": sizes.epoch_depth,
+        "ours_s": ours,
+        "naive_s": naive,
+        "speedup": speedup,
+        "target": target,
         "met": None if target is None else speedup >= target,
-        "ours_img_s": (len(train[1]) + len(val[1])) / ours, "naive_img_s": (len(train[1]) + len(val[1])) / naive,
+        "ours_img_s": (len(train[1]) + len(val[1])) / ours,
+        "naive_img_s": (len(train[1]) + len(val[1])) / naive,
     }
 
 
@@ -449,23 +487,63 @@ def table(r: dict) -> str:
     """The results as a fixed-width text table, one comparison per line."""
     rows = [("comparison", "ours", "alternative", "ratio", "target", "met")]
     p = r["pipeline"]
-    rows.append(("1 data pipeline, img/s (vs torchvision)", _fmt(p["ours_img_s"]), _fmt(p["torchvision_img_s"]),
-                 f"{p['ratio']:.1f}x", f">= {p['target']:g}x", _met(p["met"])))
+    rows.append(
+        (
+            "1 data pipeline, img/s (vs torchvision)",
+            _fmt(p["ours_img_s"]),
+            _fmt(p["torchvision_img_s"]),
+            f"{p['ratio']:.1f}x",
+            f">= {p['target']:g}x",
+            _met(p["met"]),
+        )
+    )
     for name, t in r["trainer"].items():
-        rows.append((f"2 Lightning vs plain loop {name}, img/s", _fmt(t["lightning_img_s"]), _fmt(t["plain_img_s"]),
-                     f"{t['ratio']:.3f}x", f">= {t['target']:g}x", _met(t["met"])))
+        rows.append(
+            (
+                f"2 Lightning vs plain loop {name}, img/s",
+                _fmt(t["lightning_img_s"]),
+                _fmt(t["plain_img_s"]),
+                f"{t['ratio']:.3f}x",
+                f">= {t['target']:g}x",
+                _met(t["met"]),
+            )
+        )
     k = r["kd"]
-    rows.append(("3 KD step vs baseline + 1.1 teacher fwd, ms", _fmt(k["kd_ms"]), _fmt(k["bound_ms"]),
-                 f"{k['ratio']:.3f}x", "<= 1x", _met(k["met"])))
-    rows.append((f"  (baseline step {_fmt(k['baseline_ms'])} ms, teacher forward {_fmt(k['teacher_forward_ms'])} ms)",
-                 "", "", "", "", ""))
+    rows.append(
+        (
+            "3 KD step vs baseline + 1.1 teacher fwd, ms",
+            _fmt(k["kd_ms"]),
+            _fmt(k["bound_ms"]),
+            f"{k['ratio']:.3f}x",
+            "<= 1x",
+            _met(k["met"]),
+        )
+    )
+    rows.append(
+        (
+            f"  (baseline step {_fmt(k['baseline_ms'])} ms, teacher forward {_fmt(k['teacher_forward_ms'])} ms)",
+            "",
+            "",
+            "",
+            "",
+            "",
+        )
+    )
     e = r["epoch"]
-    rows.append((f"4 one epoch ResNet-{e['depth']}, s (vs naive Lightning)", f"{e['ours_s']:.2f}",
-                 f"{e['naive_s']:.2f}",
-                 f"{e['speedup']:.2f}x", "-" if e["target"] is None else f">= {e['target']:g}x", _met(e["met"])))
+    rows.append(
+        (
+            f"4 one epoch ResNet-{e['depth']}, s (vs naive Lightning)",
+            f"{e['ours_s']:.2f}",
+            f"{e['naive_s']:.2f}",
+            f"{e['speedup']:.2f}x",
+            "-" if e["target"] is None else f">= {e['target']:g}x",
+            _met(e["met"]),
+        )
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                     for row in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
+    )
 
 
 def device_label(device: torch.device) -> str:
@@ -499,10 +577,17 @@ def run(sizes: Sizes, device: torch.device, data_root: Path) -> dict:
             seconds[name] = round(time.perf_counter() - t0, 1)
     results["meta"] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "device": device_label(device), "precision": _precision(device), "data": source,
-        "sizes": asdict(sizes), "wall_seconds": time.perf_counter() - start, "section_seconds": seconds,
-        "load_average_start": load_start, "load_average_end": os.getloadavg(),
-        "torch": torch.__version__, "lightning": L.__version__, "python": platform.python_version(),
+        "device": device_label(device),
+        "precision": _precision(device),
+        "data": source,
+        "sizes": asdict(sizes),
+        "wall_seconds": time.perf_counter() - start,
+        "section_seconds": seconds,
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
     }
     return results
 
@@ -510,8 +595,12 @@ def run(sizes: Sizes, device: torch.device, data_root: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m kd_lightning.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"), help="JSON file to write")
-    parser.add_argument("--data-root", type=Path, default=Path("data/cifar10-jpeg"),
-                        help="an unpacked CIFAR-10 folder copy; synthetic images when it is absent")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data/cifar10-jpeg"),
+        help="an unpacked CIFAR-10 folder copy; synthetic images when it is absent",
+    )
     parser.add_argument("--sizes", choices=["auto", *SIZES], default="auto", help="auto: gpu on CUDA, else cpu")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args(argv)
@@ -524,9 +613,11 @@ def main(argv: list[str] | None = None) -> dict:
     results = run(sizes, device, args.data_root)
     meta = results["meta"]
     print(f"kd_lightning.bench on {meta['device']}, {meta['precision']}, data: {meta['data']}")
-    print(f"width {sizes.width}, batch {sizes.batch}, {sizes.n_train} train / {sizes.n_val} val images, "
-          f"best of {sizes.repeats}; load average {meta['load_average_start'][0]:.1f} -> "
-          f"{meta['load_average_end'][0]:.1f}; {meta['wall_seconds']:.0f} s")
+    print(
+        f"width {sizes.width}, batch {sizes.batch}, {sizes.n_train} train / {sizes.n_val} val images, "
+        f"best of {sizes.repeats}; load average {meta['load_average_start'][0]:.1f} -> "
+        f"{meta['load_average_end'][0]:.1f}; {meta['wall_seconds']:.0f} s"
+    )
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +43,7 @@ class DataConfig:
     source: str = "torchvision"  # torchvision | folder | synthetic
     root: str = "data/cifar10"
     split_seed: int = 0  # seeds the 80/20 train/val permutation, nothing else
-    subset: Optional[int] = None  # cap on training images (validation shrinks in proportion)
+    subset: int | None = None  # cap on training images (validation shrinks in proportion)
     batch_size: int = 512
     eval_batch_size: int = 2048
     num_workers: int = 0  # processes that decode JPEG/PNG files the first time (then cached)
@@ -67,7 +67,7 @@ class TrainerConfig:
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: Any = 1  # number of devices, a list of ids, or "auto"
     strategy: str = "auto"  # auto | ddp | ...
-    precision: Optional[str] = None  # null: bf16-mixed on a GPU that has bf16, else 32-true
+    precision: str | None = None  # null: bf16-mixed on a GPU that has bf16, else 32-true
     deterministic: bool = False
     enable_progress_bar: bool = True
     log_every_n_steps: int = 50
@@ -84,7 +84,7 @@ class GpuPoolConfig:
     """How the runs of one machine share its GPUs (kd_lightning/gpus.py, hydra/launcher=gpus)."""
 
     jobs_per_gpu: int = 1  # runs packed onto one GPU at once (small students leave a GPU idle)
-    lease: Optional[bool] = None  # null: lease a GPU when a one-device run sees several; true/false: always/never
+    lease: bool | None = None  # null: lease a GPU when a one-device run sees several; true/false: always/never
     lock_dir: str = "${oc.env:TMPDIR,/tmp}/kd-lightning-gpu-locks"  # one lock file per GPU slot; machine-local
 
 
@@ -131,11 +131,19 @@ def check_config(cfg: DictConfig) -> None:
         ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, "an integer >= 1"),
         ("data.eval_batch_size", cfg.data.eval_batch_size, cfg.data.eval_batch_size >= 1, "an integer >= 1"),
         ("data.subset", cfg.data.subset, cfg.data.subset is None or cfg.data.subset >= 1, "null or an integer >= 1"),
-        ("data.source", cfg.data.source, cfg.data.source in ("torchvision", "folder", "synthetic"),
-         "torchvision, folder or synthetic"),
+        (
+            "data.source",
+            cfg.data.source,
+            cfg.data.source in ("torchvision", "folder", "synthetic"),
+            "torchvision, folder or synthetic",
+        ),
         ("optim.lr", cfg.optim.lr, cfg.optim.lr > 0, "a number > 0"),
-        ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule in ("onecycle", "cosine", "constant"),
-         "onecycle, cosine or constant"),
+        (
+            "optim.schedule",
+            cfg.optim.schedule,
+            cfg.optim.schedule in ("onecycle", "cosine", "constant"),
+            "onecycle, cosine or constant",
+        ),
         ("trainer.max_epochs", cfg.trainer.max_epochs, cfg.trainer.max_epochs >= 1, "an integer >= 1"),
         ("seed", cfg.seed, cfg.seed >= 0, "an integer >= 0"),
     ]

@@ -210,12 +210,17 @@ def load_teacher(path: str | Path, num_classes: int, split_hash: str | None) -> 
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
     except Exception as err:
-        raise TeacherError(f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {TEACHER_HINT}") from None
+        raise TeacherError(
+            f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {TEACHER_HINT}"
+        ) from None
     if hp.get("role") != "teacher":
-        raise TeacherError(f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {TEACHER_HINT}")
+        raise TeacherError(
+            f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {TEACHER_HINT}"
+        )
     if hp.get("num_classes") != num_classes:
         raise TeacherError(
-            f"teacher.ckpt={path} predicts {hp.get('num_classes')} classes but the data has {num_classes}; {TEACHER_HINT}"
+            f"teacher.ckpt={path} predicts {hp.get('num_classes')} classes but the data has {num_classes}; "
+            + TEACHER_HINT
         )
     if split_hash is not None and hp.get("split_hash") != split_hash:
         raise TeacherError(

@@ -48,8 +48,11 @@ log = logging.getLogger(__name__)
 # the study's test accuracy (%): depth -> (baseline, KD); its teacher is a ResNet-10
 STUDY = {10: (90, None), 3: (64, 67), 4: (70, 76), 5: (82, 84), 6: (87, 87)}
 STUDY_TEACHER_DEPTH = 10
-DATA_NAMES = {"torchvision": "CIFAR-10 (torchvision)", "folder": "CIFAR-10, image-folder copy at {root}",
-              "synthetic": "synthetic class patterns (not CIFAR-10)"}
+DATA_NAMES = {
+    "torchvision": "CIFAR-10 (torchvision)",
+    "folder": "CIFAR-10, image-folder copy at {root}",
+    "synthetic": "synthetic class patterns (not CIFAR-10)",
+}
 
 
 # ----------------------------------------------------------------------------- runs and statistics
@@ -101,8 +104,13 @@ def pct(runs: list[dict], key: str) -> Stat:
 def paired_difference(kd: list[dict], base: list[dict]) -> Stat:
     """KD minus baseline test accuracy of the same seed, over the seeds both have."""
     by_seed = {r["seed"]: r["test_acc"] for r in base}
-    return Stat([100 * (r["test_acc"] - by_seed[r["seed"]]) for r in sorted(kd, key=lambda r: r["seed"])
-                 if r["seed"] in by_seed])
+    return Stat(
+        [
+            100 * (r["test_acc"] - by_seed[r["seed"]])
+            for r in sorted(kd, key=lambda r: r["seed"])
+            if r["seed"] in by_seed
+        ]
+    )
 
 
 def kd_settings(kd_runs: list[dict]) -> dict[tuple[float, float], list[dict]]:
@@ -151,9 +159,15 @@ def build_rows(runs: list[dict], alpha: float, temperature: float, select: str) 
     for r in runs:
         by[(r["mode"], r["depth"], r["width"])].append(r)
     widths = {r["width"] for r in runs}
-    label = (lambda d, w: f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else ""))
-    rows = [Row(label(d, w) + " (teacher)", "teacher", d, w, pct(rs, "test_acc"), base_runs=rs)
-            for (mode, d, w), rs in sorted(by.items()) if mode == "teacher"]
+
+    def label(d: int, w: int) -> str:
+        return f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "")
+
+    rows = [
+        Row(label(d, w) + " (teacher)", "teacher", d, w, pct(rs, "test_acc"), base_runs=rs)
+        for (mode, d, w), rs in sorted(by.items())
+        if mode == "teacher"
+    ]
     students = sorted({(d, w) for (mode, d, w) in by if mode != "teacher"})
     for d, w in students:
         base = by.get(("baseline", d, w), [])
@@ -177,8 +191,16 @@ def num(x: float | int | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-MD_HEADER = ["Model", "Baseline test acc %", "KD test acc % (delta)", "KD - baseline, paired by seed %",
-             "Teacher agreement %", "KD alpha / T", "Study baseline %", "Study KD % (delta)"]
+MD_HEADER = [
+    "Model",
+    "Baseline test acc %",
+    "KD test acc % (delta)",
+    "KD - baseline, paired by seed %",
+    "Teacher agreement %",
+    "KD alpha / T",
+    "Study baseline %",
+    "Study KD % (delta)",
+]
 
 
 def md_row(row: Row) -> list[str]:
@@ -186,8 +208,16 @@ def md_row(row: Row) -> list[str]:
     sb, sk = row.study
     study_kd = "-" if sk is None else f"{sk} ({sk - sb:+d})"
     setting = "-" if row.setting is None else f"{row.setting[0]:g} / {row.setting[1]:g}"
-    return [row.model, row.base.cell(), kd, row.paired.cell(signed=True), row.agreement.cell(), setting,
-            num(sb, "{}"), study_kd]
+    return [
+        row.model,
+        row.base.cell(),
+        kd,
+        row.paired.cell(signed=True),
+        row.agreement.cell(),
+        setting,
+        num(sb, "{}"),
+        study_kd,
+    ]
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -197,8 +227,10 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def describe(runs: list[dict]) -> list[str]:
     """Lines naming the data, widths, epochs and seeds the runs used."""
-    sources = sorted({(r["data_source"], r.get("data_root", ""), r.get("n_train"), r.get("n_val"), r.get("n_test"))
-                      for r in runs}, key=str)
+    sources = sorted(
+        {(r["data_source"], r.get("data_root", ""), r.get("n_train"), r.get("n_val"), r.get("n_test")) for r in runs},
+        key=str,
+    )
     lines = []
     for src, root, n_tr, n_val, n_te in sources:
         name = DATA_NAMES.get(src, src).format(root=root)
@@ -216,8 +248,15 @@ def describe(runs: list[dict]) -> list[str]:
 
 def sweep_table(rows: list[Row], runs: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per student: the alpha/T of best mean validation accuracy and what it scored."""
-    header = ["Model", "Best alpha", "Best T", "Val acc %", "Test acc %", "KD - baseline, paired by seed %",
-              "Settings tried"]
+    header = [
+        "Model",
+        "Best alpha",
+        "Best T",
+        "Val acc %",
+        "Test acc %",
+        "KD - baseline, paired by seed %",
+        "Settings tried",
+    ]
     out = []
     for row in rows:
         kd = [r for r in runs if r["mode"] == "kd" and (r["depth"], r["width"]) == (row.depth, row.width)]
@@ -226,21 +265,36 @@ def sweep_table(rows: list[Row], runs: list[dict]) -> tuple[list[str], list[list
         settings = kd_settings(kd)
         a, t = best_on_validation(settings)
         best = settings[(a, t)]
-        out.append([row.model, f"{a:g}", f"{t:g}", pct(best, "best_val_acc").cell(), pct(best, "test_acc").cell(),
-                    paired_difference(best, row.base_runs).cell(signed=True), str(len(settings))])
+        out.append(
+            [
+                row.model,
+                f"{a:g}",
+                f"{t:g}",
+                pct(best, "best_val_acc").cell(),
+                pct(best, "test_acc").cell(),
+                paired_difference(best, row.base_runs).cell(signed=True),
+                str(len(settings)),
+            ]
+        )
     return header, out
 
 
 def render_markdown(rows: list[Row], runs: list[dict], select: str, alpha: float, temperature: float) -> str:
-    how = (f"alpha={alpha:g}, T={temperature:g} (or a depth's only setting)" if select == "default"
-           else "per depth, the alpha/T of best mean validation accuracy")
+    how = (
+        f"alpha={alpha:g}, T={temperature:g} (or a depth's only setting)"
+        if select == "default"
+        else "per depth, the alpha/T of best mean validation accuracy"
+    )
     parts = [
         "# Results\n",
         "Test accuracy (%), mean ± sample std over seeds (n = seeds). delta = KD mean - baseline mean; the paired "
         "column is KD minus baseline of the same seed. Checkpoints and KD settings are chosen on validation "
         "accuracy only; test accuracy is reported, never used to choose.\n",
-        "\n".join(describe(runs) + [f"- KD column: {how}",
-                                    "- Study columns: the study's reported test accuracy at the same depth"]) + "\n",
+        "\n".join(
+            describe(runs)
+            + [f"- KD column: {how}", "- Study columns: the study's reported test accuracy at the same depth"]
+        )
+        + "\n",
         md_table(MD_HEADER, [md_row(r) for r in rows]),
     ]
     header, sweep = sweep_table(rows, runs)
@@ -249,9 +303,29 @@ def render_markdown(rows: list[Row], runs: list[dict], select: str, alpha: float
     return "\n".join(parts)
 
 
-CSV_HEADER = ["model", "role", "depth", "width", "baseline_mean", "baseline_std", "baseline_n", "kd_mean", "kd_std",
-              "kd_n", "kd_delta", "paired_mean", "paired_std", "paired_n", "agreement_mean", "agreement_std",
-              "kd_alpha", "kd_temperature", "study_baseline", "study_kd", "data_source"]
+CSV_HEADER = [
+    "model",
+    "role",
+    "depth",
+    "width",
+    "baseline_mean",
+    "baseline_std",
+    "baseline_n",
+    "kd_mean",
+    "kd_std",
+    "kd_n",
+    "kd_delta",
+    "paired_mean",
+    "paired_std",
+    "paired_n",
+    "agreement_mean",
+    "agreement_std",
+    "kd_alpha",
+    "kd_temperature",
+    "study_baseline",
+    "study_kd",
+    "data_source",
+]
 
 
 def render_csv(rows: list[Row], runs: list[dict]) -> str:
@@ -264,12 +338,31 @@ def render_csv(rows: list[Row], runs: list[dict]) -> str:
     w.writerow(CSV_HEADER)
     for row in rows:
         sb, sk = row.study
-        w.writerow([row.model, row.role, row.depth, row.width, r4(row.base.mean), r4(row.base.std), row.base.n,
-                    r4(row.kd.mean), r4(row.kd.std), row.kd.n, r4(row.delta), r4(row.paired.mean),
-                    r4(row.paired.std), row.paired.n, r4(row.agreement.mean), r4(row.agreement.std),
-                    "" if row.setting is None else f"{row.setting[0]:g}",
-                    "" if row.setting is None else f"{row.setting[1]:g}",
-                    "" if sb is None else sb, "" if sk is None else sk, source])
+        w.writerow(
+            [
+                row.model,
+                row.role,
+                row.depth,
+                row.width,
+                r4(row.base.mean),
+                r4(row.base.std),
+                row.base.n,
+                r4(row.kd.mean),
+                r4(row.kd.std),
+                row.kd.n,
+                r4(row.delta),
+                r4(row.paired.mean),
+                r4(row.paired.std),
+                row.paired.n,
+                r4(row.agreement.mean),
+                r4(row.agreement.std),
+                "" if row.setting is None else f"{row.setting[0]:g}",
+                "" if row.setting is None else f"{row.setting[1]:g}",
+                "" if sb is None else sb,
+                "" if sk is None else sk,
+                source,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -346,14 +439,22 @@ def plot_overview(rows: list[Row], curves: dict[str, dict], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(len(rows), 2, figsize=(9, 2.6 * len(rows)), squeeze=False, layout="constrained")
     for ax_row, row in zip(axes, rows):
-        for ax, runs, kind in ((ax_row[0], row.base_runs, row.role if row.role == "teacher" else "baseline"),
-                               (ax_row[1], row.kd_runs, "KD")):
+        for ax, runs, kind in (
+            (ax_row[0], row.base_runs, row.role if row.role == "teacher" else "baseline"),
+            (ax_row[1], row.kd_runs, "KD"),
+        ):
             drawn = [r for r in sorted(runs, key=lambda r: r["seed"]) if r["run_name"] in curves]
             if not drawn:
                 ax.set_axis_off()
                 if row.role != "teacher":
-                    ax.text(0.5, 0.5, f"{row.model} {kind}: no loss curves", ha="center", va="center",
-                            transform=ax.transAxes)
+                    ax.text(
+                        0.5,
+                        0.5,
+                        f"{row.model} {kind}: no loss curves",
+                        ha="center",
+                        va="center",
+                        transform=ax.transAxes,
+                    )
                 continue
             for i, r in enumerate(drawn):
                 _draw_curves(ax, curves[r["run_name"]], color=f"C{i}", label=f"s{r['seed']} ")
@@ -372,8 +473,15 @@ def plot_accuracy_vs_depth(rows: list[Row], path: Path) -> bool:
     for attr, label, color in (("base", "baseline", "C0"), ("kd", "KD", "C1")):
         pts = [(r.depth, getattr(r, attr)) for r in students if getattr(r, attr).n]
         if pts:
-            ax.errorbar([d for d, _ in pts], [s.mean for _, s in pts], yerr=[s.std or 0.0 for _, s in pts],
-                        marker="o", capsize=4, color=color, label=f"{label} (ours)")
+            ax.errorbar(
+                [d for d, _ in pts],
+                [s.mean for _, s in pts],
+                yerr=[s.std or 0.0 for _, s in pts],
+                marker="o",
+                capsize=4,
+                color=color,
+                label=f"{label} (ours)",
+            )
         study = [(r.depth, r.study[0 if attr == "base" else 1]) for r in students]
         study = [(d, v) for d, v in study if v is not None]
         if study:
@@ -402,8 +510,10 @@ def plot_sweep(runs: list[dict], path: Path) -> bool:
     for ax, ((depth, width), settings) in zip(axes[0], swept.items()):
         alphas = sorted({a for a, _ in settings})
         temps = sorted({t for _, t in settings})
-        grid = [[pct(settings[(a, t)], "best_val_acc").mean if (a, t) in settings else math.nan for t in temps]
-                for a in alphas]
+        grid = [
+            [pct(settings[(a, t)], "best_val_acc").mean if (a, t) in settings else math.nan for t in temps]
+            for a in alphas
+        ]
         im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
         lo, hi = im.get_clim()
         for i, line in enumerate(grid):
@@ -431,9 +541,14 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def make_report(runs_dir: Path, out_dir: Path | None = None, select: str = "default",
-                alpha: float = KDConfig.alpha, temperature: float = KDConfig.temperature,
-                figures: bool = True) -> tuple[str, Path]:
+def make_report(
+    runs_dir: Path,
+    out_dir: Path | None = None,
+    select: str = "default",
+    alpha: float = KDConfig.alpha,
+    temperature: float = KDConfig.temperature,
+    figures: bool = True,
+) -> tuple[str, Path]:
     """Write the report for runs_dir; return results.md's text and the report folder.
 
     Raises FileNotFoundError when runs_dir holds no finished run.
@@ -443,7 +558,9 @@ def make_report(runs_dir: Path, out_dir: Path | None = None, select: str = "defa
         runs_dir = runs_dir / "runs"  # given paths.root instead of its runs/ folder
     runs = load_runs(runs_dir)
     if not runs:
-        raise FileNotFoundError(f"no finished runs (*/metrics.json) under {runs_dir}; train some first (make reproduce)")
+        raise FileNotFoundError(
+            f"no finished runs (*/metrics.json) under {runs_dir}; train some first (make reproduce)"
+        )
     out_dir = Path(out_dir) if out_dir is not None else runs_dir.resolve().parent / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(runs, float(alpha), float(temperature), select)
@@ -453,9 +570,11 @@ def make_report(runs_dir: Path, out_dir: Path | None = None, select: str = "defa
     if not figures:
         return text, out_dir
     curves = plot_runs(runs, out_dir / "curves")
-    for name, made in (("curves_overview.png", plot_overview(rows, curves, out_dir / "curves_overview.png")),
-                       ("accuracy_vs_depth.png", plot_accuracy_vs_depth(rows, out_dir / "accuracy_vs_depth.png")),
-                       ("kd_sweep_val_acc.png", plot_sweep(runs, out_dir / "kd_sweep_val_acc.png"))):
+    for name, made in (
+        ("curves_overview.png", plot_overview(rows, curves, out_dir / "curves_overview.png")),
+        ("accuracy_vs_depth.png", plot_accuracy_vs_depth(rows, out_dir / "accuracy_vs_depth.png")),
+        ("kd_sweep_val_acc.png", plot_sweep(runs, out_dir / "kd_sweep_val_acc.png")),
+    ):
         if not made:
             (out_dir / name).unlink(missing_ok=True)  # a figure from an older set of runs would mislead
     return text, out_dir
@@ -463,10 +582,16 @@ def make_report(runs_dir: Path, out_dir: Path | None = None, select: str = "defa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kd_lightning.report", description=__doc__.split("\n")[0])
-    parser.add_argument("runs_dir", nargs="?", default="outputs/runs", help="folder of run folders (default outputs/runs)")
+    parser.add_argument(
+        "runs_dir", nargs="?", default="outputs/runs", help="folder of run folders (default outputs/runs)"
+    )
     parser.add_argument("--out", default=None, help="report folder (default RUNS_DIR/../report)")
-    parser.add_argument("--kd-select", choices=("default", "val"), default="default",
-                        help="KD column: runs at --alpha/--temperature, or the best setting on validation per depth")
+    parser.add_argument(
+        "--kd-select",
+        choices=("default", "val"),
+        default="default",
+        help="KD column: runs at --alpha/--temperature, or the best setting on validation per depth",
+    )
     parser.add_argument("--alpha", type=float, default=KDConfig.alpha)
     parser.add_argument("--temperature", type=float, default=KDConfig.temperature)
     parser.add_argument("--no-figures", action="store_true", help="write the tables only (figures stay as they are)")
@@ -474,8 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     try:
-        text, out_dir = make_report(Path(args.runs_dir), args.out, args.kd_select, args.alpha, args.temperature,
-                                    figures=not args.no_figures)
+        text, out_dir = make_report(
+            Path(args.runs_dir), args.out, args.kd_select, args.alpha, args.temperature, figures=not args.no_figures
+        )
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

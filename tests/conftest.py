@@ -22,8 +22,9 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
 
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=smoke", f"paths.root={tmp_path}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=["experiment=smoke", f"paths.root={tmp_path}", *overrides], return_hydra_config=True
+        )
     with open_dict(cfg):
         cfg.paths.run_dir = str(tmp_path / "runs" / cfg.run_name)
     return cfg
@@ -33,7 +34,10 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Comp
     """Run the real entry point in a subprocess, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "kd_lightning.train", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -21,10 +21,17 @@ def test_bench_writes_all_four_comparisons_with_positive_numbers(tmp_path, capsy
     assert r["meta"]["data"].startswith("synthetic") and r["meta"]["device"].startswith("cpu")
     assert r["meta"]["sizes"] == {**bench.SIZES["tiny"].__dict__}
     numbers = [
-        r["pipeline"]["ours_img_s"], r["pipeline"]["torchvision_img_s"], r["pipeline"]["ratio"],
+        r["pipeline"]["ours_img_s"],
+        r["pipeline"]["torchvision_img_s"],
+        r["pipeline"]["ratio"],
         *(r["trainer"][net][k] for net in ("resnet4", "resnet10") for k in ("lightning_img_s", "plain_img_s", "ratio")),
-        r["kd"]["baseline_ms"], r["kd"]["kd_ms"], r["kd"]["teacher_forward_ms"], r["kd"]["bound_ms"],
-        r["epoch"]["ours_s"], r["epoch"]["naive_s"], r["epoch"]["speedup"],
+        r["kd"]["baseline_ms"],
+        r["kd"]["kd_ms"],
+        r["kd"]["teacher_forward_ms"],
+        r["kd"]["bound_ms"],
+        r["epoch"]["ours_s"],
+        r["epoch"]["naive_s"],
+        r["epoch"]["speedup"],
     ]
     assert all(isinstance(v, float) and v > 0 for v in numbers)
     assert r["pipeline"]["ratio"] == pytest.approx(r["pipeline"]["ours_img_s"] / r["pipeline"]["torchvision_img_s"])
@@ -90,8 +97,15 @@ def test_training_steps_read_no_tensor_back_to_the_host(tmp_path, monkeypatch, t
     module = BaselineModule(3, 8) if mode == "baseline" else DistillModule(3, str(teacher_ckpt), width=8)
     reads = HostReads(monkeypatch)
     trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=6, limit_val_batches=0, accelerator="cpu", logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[reads],
+        max_epochs=1,
+        limit_train_batches=6,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[reads],
         default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=CIFAR10DataModule("synthetic", synthetic_size=(640, 64), batch_size=64))

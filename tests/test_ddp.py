@@ -7,7 +7,6 @@ import os
 import textwrap
 
 import pytest
-
 from conftest import run_cli
 
 # Loaded by every Python process of the run (the CLI and the rank Lightning relaunches): writes one
@@ -45,9 +44,17 @@ def test_ddp_on_two_cpu_processes_gives_each_rank_a_disjoint_shard_and_writes_on
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("KD_SHARD_LOG", str(log))
     result = run_cli(
-        "experiment=smoke", "mode=baseline", "student.depth=3", f"paths.root={tmp_path / 'out'}",
-        "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-        "data.synthetic_train=400", "data.synthetic_test=100", "data.batch_size=32",
+        "experiment=smoke",
+        "mode=baseline",
+        "student.depth=3",
+        f"paths.root={tmp_path / 'out'}",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "data.synthetic_train=400",
+        "data.synthetic_test=100",
+        "data.batch_size=32",
     )
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "gpu_study.sh"
@@ -19,8 +18,9 @@ WHEELS = ROOT.parent / "shared" / "wheels"
 
 def run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "PYDEPS": str(tmp_path / "pydeps"), **env}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_gpu_script_without_an_output_folder_prints_its_usage(tmp_path):
@@ -30,8 +30,9 @@ def test_gpu_script_without_an_output_folder_prints_its_usage(tmp_path):
 
 def test_gpu_script_refuses_the_real_study_when_torch_sees_no_gpu(tmp_path):
     (tmp_path / "no-wheels").mkdir()
-    result = run_script(tmp_path, str(tmp_path / "out"), CUDA_VISIBLE_DEVICES="",
-                        WHEELS_DIR=str(tmp_path / "no-wheels"))
+    result = run_script(
+        tmp_path, str(tmp_path / "out"), CUDA_VISIBLE_DEVICES="", WHEELS_DIR=str(tmp_path / "no-wheels")
+    )
     assert result.returncode == 2
     assert "torch sees no CUDA device; DRY_RUN=1 runs the same steps on the CPU" in result.stderr
     assert not (tmp_path / "out" / "study").exists()

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_cfg
 
 from kd_lightning import gpus
-from conftest import make_cfg
 
 
 def _hold(lock_dir: str, n_devices: int, jobs_per_device: int, seconds: float, log_path: str) -> None:

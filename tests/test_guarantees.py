@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, make_cfg
 
 DATA = ["data.synthetic_train=1000", "data.synthetic_test=200"]  # 800 training, 200 validation images
@@ -54,7 +53,7 @@ def metrics_of(root: Path, run: str) -> dict:
 
 def teacher_tensors(ckpt: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +70,17 @@ def teacher(tmp_path_factory) -> Path:
 def kd_run(teacher) -> dict:
     """A KD run of several epochs through the command line, distilling the fixture's teacher."""
     probe = teacher / "kd-probe.pt"
-    args = ["experiment=smoke", f"paths.root={teacher}", "mode=kd", "student.depth=3",
-            f"trainer.max_epochs={KD_EPOCHS}", *DATA]
-    proc = subprocess.run([sys.executable, "-c", KD_PROBE, str(probe), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    args = [
+        "experiment=smoke",
+        f"paths.root={teacher}",
+        "mode=kd",
+        "student.depth=3",
+        f"trainer.max_epochs={KD_EPOCHS}",
+        *DATA,
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", KD_PROBE, str(probe), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return torch.load(probe, weights_only=False)
 

@@ -14,7 +14,15 @@ def test_depth_counts_stem_body_convs_and_one_linear(depth):
 
 @pytest.mark.parametrize(
     "depth, plan",
-    [(3, [[1]]), (4, [[2]]), (5, [[2], [1]]), (6, [[2], [2]]), (10, [[2]] * 4), (18, [[2, 2]] * 4), (12, [[2, 2], [2], [2], [2]])],
+    [
+        (3, [[1]]),
+        (4, [[2]]),
+        (5, [[2], [1]]),
+        (6, [[2], [2]]),
+        (10, [[2]] * 4),
+        (18, [[2, 2]] * 4),
+        (12, [[2, 2], [2], [2], [2]]),
+    ],
 )
 def test_units_fill_stages_in_order_and_spread_evenly(depth, plan):
     assert stage_plan(depth) == plan

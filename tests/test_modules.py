@@ -8,8 +8,14 @@ from kd_lightning.modules import BaselineModule, DistillModule, TeacherError, lo
 
 def tiny_trainer(tmp_path, epochs=1, **kw):
     return L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, **kw,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kw,
     )
 
 
@@ -86,7 +92,9 @@ def test_kd_loss_parts_combine_with_alpha(tmp_path, data, teacher_ckpt):
     x, y = next(iter(data.val_dataloader()))
     x, y = data.on_after_batch_transfer((x, y), 0)
     loss, _, parts = student.training_loss(x, y)
-    assert loss.item() == pytest.approx(0.25 * parts["kd"].compute().item() + 0.75 * parts["ce"].compute().item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        0.25 * parts["kd"].compute().item() + 0.75 * parts["ce"].compute().item(), rel=1e-5
+    )
 
 
 def test_load_teacher_refuses_what_is_not_a_fitting_teacher(tmp_path, data, teacher_ckpt):

@@ -39,8 +39,9 @@ class Case:
 
 CASES = [
     Case("student-depth-too-small", ["student.depth=2"], ["student.depth=2", ">= 3"]),
-    Case("student-depth-not-int", ["student.depth=abc"], ["student.depth=abc", "could not be converted to Integer"],
-         rc=1),
+    Case(
+        "student-depth-not-int", ["student.depth=abc"], ["student.depth=abc", "could not be converted to Integer"], rc=1
+    ),
     Case("alpha-above-one", ["kd.alpha=1.5"], ["kd.alpha=1.5", "[0, 1]"]),
     Case("temperature-zero", ["kd.temperature=0"], ["kd.temperature=0", "> 0"]),
     Case("batch-size-zero", ["mode=baseline", "data.batch_size=0"], ["data.batch_size=0", ">= 1"]),
@@ -50,29 +51,67 @@ CASES = [
     Case("max-epochs-zero", ["mode=baseline", "trainer.max_epochs=0"], ["trainer.max_epochs=0", ">= 1"]),
     Case("lr-zero", ["mode=baseline", "optim.lr=0"], ["optim.lr=0", "> 0"]),
     Case("no-teacher", ["mode=kd"], ["teacher.ckpt=", "does not exist", "make teacher", "teacher.ckpt=PATH"]),
-    Case("teacher-corrupt", ["mode=kd", "teacher.ckpt={ws}/corrupt.ckpt"],
-         ["teacher.ckpt={ws}/corrupt.ckpt", "not a readable checkpoint"]),
-    Case("teacher-is-a-student", ["mode=kd", "teacher.ckpt={ws}/student.ckpt"],
-         ["teacher.ckpt={ws}/student.ckpt", "'baseline' run, not a teacher"]),
-    Case("teacher-100-classes", ["mode=kd", "teacher.ckpt={ws}/hundred.ckpt"],
-         ["teacher.ckpt={ws}/hundred.ckpt", "100 classes", "has 10"]),
-    Case("teacher-other-split", ["mode=kd", "teacher.ckpt={ws}/other-split.ckpt"],
-         ["teacher.ckpt={ws}/other-split.ckpt", "another train/val split", "data.split_seed"]),
-    Case("folder-root-missing", ["mode=baseline", "data.source=folder", "data.root={ws}/nowhere"],
-         ["data.root={ws}/nowhere", "does not exist"]),
-    Case("folder-root-empty", ["mode=baseline", "data.source=folder", "data.root={ws}/empty"],
-         ["data.root={ws}/empty", "no 'train/' folder", "train/<class>"]),
-    Case("folder-without-test", ["mode=baseline", "data.source=folder", "data.root={ws}/no-test"],
-         ["data.root={ws}/no-test", "no 'test/' folder"]),
-    Case("folder-unreadable-image", ["mode=baseline", "data.source=folder", "data.root={ws}/broken"],
-         ["{ws}/broken/train/cat/broken.png", "cannot read"]),
+    Case(
+        "teacher-corrupt",
+        ["mode=kd", "teacher.ckpt={ws}/corrupt.ckpt"],
+        ["teacher.ckpt={ws}/corrupt.ckpt", "not a readable checkpoint"],
+    ),
+    Case(
+        "teacher-is-a-student",
+        ["mode=kd", "teacher.ckpt={ws}/student.ckpt"],
+        ["teacher.ckpt={ws}/student.ckpt", "'baseline' run, not a teacher"],
+    ),
+    Case(
+        "teacher-100-classes",
+        ["mode=kd", "teacher.ckpt={ws}/hundred.ckpt"],
+        ["teacher.ckpt={ws}/hundred.ckpt", "100 classes", "has 10"],
+    ),
+    Case(
+        "teacher-other-split",
+        ["mode=kd", "teacher.ckpt={ws}/other-split.ckpt"],
+        ["teacher.ckpt={ws}/other-split.ckpt", "another train/val split", "data.split_seed"],
+    ),
+    Case(
+        "folder-root-missing",
+        ["mode=baseline", "data.source=folder", "data.root={ws}/nowhere"],
+        ["data.root={ws}/nowhere", "does not exist"],
+    ),
+    Case(
+        "folder-root-empty",
+        ["mode=baseline", "data.source=folder", "data.root={ws}/empty"],
+        ["data.root={ws}/empty", "no 'train/' folder", "train/<class>"],
+    ),
+    Case(
+        "folder-without-test",
+        ["mode=baseline", "data.source=folder", "data.root={ws}/no-test"],
+        ["data.root={ws}/no-test", "no 'test/' folder"],
+    ),
+    Case(
+        "folder-unreadable-image",
+        ["mode=baseline", "data.source=folder", "data.root={ws}/broken"],
+        ["{ws}/broken/train/cat/broken.png", "cannot read"],
+    ),
     Case("subset-larger-than-data", ["mode=baseline", "data.subset=100000"], ["data.subset=100000", "[1, 1600]"]),
-    Case("torchvision-offline", ["mode=baseline", "data.source=torchvision", "data.root={ws}/download"],
-         ["data.root={ws}/download", "data.source=folder data.root=PATH"], offline=True),
-    Case("lr-absurd", ["mode=baseline", "optim.lr=1e12", "data.synthetic_train=500", "data.batch_size=32"],
-         ["NaN or inf at step ", "last finite loss was ", "optim.lr and overwrite=true"], trains=True),
-    Case("full-error-keeps-traceback", ["student.depth=2"], ["student.depth=2"],
-         env={"HYDRA_FULL_ERROR": "1"}, rc=1, traceback=True),
+    Case(
+        "torchvision-offline",
+        ["mode=baseline", "data.source=torchvision", "data.root={ws}/download"],
+        ["data.root={ws}/download", "data.source=folder data.root=PATH"],
+        offline=True,
+    ),
+    Case(
+        "lr-absurd",
+        ["mode=baseline", "optim.lr=1e12", "data.synthetic_train=500", "data.batch_size=32"],
+        ["NaN or inf at step ", "last finite loss was ", "optim.lr and overwrite=true"],
+        trains=True,
+    ),
+    Case(
+        "full-error-keeps-traceback",
+        ["student.depth=2"],
+        ["student.depth=2"],
+        env={"HYDRA_FULL_ERROR": "1"},
+        rc=1,
+        traceback=True,
+    ),
 ]
 
 
@@ -91,8 +130,11 @@ def make_workspace(ws: Path) -> Path:
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "corrupt.ckpt").write_bytes(b"this is not a checkpoint\n" * 10)
     split_hash = index_hash(split_indices(2000, split_seed=0)[1])  # experiment=smoke's synthetic split
-    for name, role, classes, split in [("student", "baseline", 10, split_hash), ("hundred", "teacher", 100, split_hash),
-                                       ("other-split", "teacher", 10, "0123456789abcdef")]:
+    for name, role, classes, split in [
+        ("student", "baseline", 10, split_hash),
+        ("hundred", "teacher", 100, split_hash),
+        ("other-split", "teacher", 10, "0123456789abcdef"),
+    ]:
         module = BaselineModule(3, 4, num_classes=classes, role=role, split_hash=split)
         # the two keys of a Lightning checkpoint that a teacher is rebuilt from
         torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, ws / f"{name}.ckpt")
@@ -188,7 +230,10 @@ def run_cases(ws: Path, cases: list[Case]) -> dict[str, dict]:
     (work / "cases.json").write_text(json.dumps(jobs))
     proc = subprocess.run(
         [sys.executable, __file__, "--serve", str(work / "cases.json"), str(work / "results.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     results = json.loads((work / "results.json").read_text())

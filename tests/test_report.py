@@ -18,16 +18,45 @@ from kd_lightning import report
 EPOCHS = 3
 
 
-def fake_run(runs: Path, mode: str, depth: int, seed: int, test: float, val: float, alpha: float | None = None,
-             temperature: float | None = None, agreement: float | None = None, events: bool = True) -> str:
+def fake_run(
+    runs: Path,
+    mode: str,
+    depth: int,
+    seed: int,
+    test: float,
+    val: float,
+    alpha: float | None = None,
+    temperature: float | None = None,
+    agreement: float | None = None,
+    events: bool = True,
+) -> str:
     width = 8
     name = f"{mode}-r{depth}-w{width}" + (f"-t10-a{alpha:g}-T{temperature:g}" if mode == "kd" else "") + f"-s{seed}"
     run = runs / name
     run.mkdir(parents=True)
-    metrics = dict(mode=mode, run_name=name, depth=depth, width=width, teacher_depth=10, teacher_width=width,
-                   alpha=alpha, temperature=temperature, seed=seed, data_source="synthetic", data_root="-",
-                   n_train=1600, n_val=400, n_test=500, best_val_acc=val, best_epoch=EPOCHS, test_acc=test,
-                   test_loss=1.0, test_agreement=agreement, epochs=EPOCHS, max_epochs=EPOCHS)
+    metrics = dict(
+        mode=mode,
+        run_name=name,
+        depth=depth,
+        width=width,
+        teacher_depth=10,
+        teacher_width=width,
+        alpha=alpha,
+        temperature=temperature,
+        seed=seed,
+        data_source="synthetic",
+        data_root="-",
+        n_train=1600,
+        n_val=400,
+        n_test=500,
+        best_val_acc=val,
+        best_epoch=EPOCHS,
+        test_acc=test,
+        test_loss=1.0,
+        test_agreement=agreement,
+        epochs=EPOCHS,
+        max_epochs=EPOCHS,
+    )
     (run / "metrics.json").write_text(json.dumps(metrics))
     if events:  # per-epoch scalars at the epoch's last step, as Lightning logs them
         writer = SummaryWriter(str(run / "tb"))
@@ -80,7 +109,9 @@ def test_table_gives_mean_std_n_delta_and_paired_difference(built, fixture_runs)
     rows = csv_rows(out)
     assert list(rows) == ["ResNet-10 (teacher)", "ResNet-3", "ResNet-4"]  # teacher first
     t, r3, r4 = rows["ResNet-10 (teacher)"], rows["ResNet-3"], rows["ResNet-4"]
-    assert float(t["baseline_mean"]) == pytest.approx(91.0) and float(t["baseline_std"]) == pytest.approx(1.4142, abs=1e-3)
+    assert float(t["baseline_mean"]) == pytest.approx(91.0) and float(t["baseline_std"]) == pytest.approx(
+        1.4142, abs=1e-3
+    )
     assert float(r3["baseline_mean"]) == pytest.approx(62.0) and float(r3["baseline_std"]) == pytest.approx(2.0)
     assert r3["baseline_n"] == "3" and r3["kd_n"] == "2"
     assert float(r3["kd_mean"]) == pytest.approx(67.0) and float(r3["kd_std"]) == pytest.approx(2.8284, abs=1e-3)
@@ -91,7 +122,9 @@ def test_table_gives_mean_std_n_delta_and_paired_difference(built, fixture_runs)
     assert (r3["kd_alpha"], r3["kd_temperature"]) == ("0.5", "4")
     assert (r3["study_baseline"], r3["study_kd"]) == ("64", "67")
     assert r4["kd_mean"] == "" and r4["kd_n"] == "0" and r4["baseline_std"] == ""  # one seed: no std
-    assert "| ResNet-3 | 62.00 ± 2.00 (n=3) | 67.00 ± 2.83 (n=2) (+5.00) | +6.00 ± 1.41 (n=2) | 82.00 ± 2.83 (n=2)" in text
+    assert (
+        "| ResNet-3 | 62.00 ± 2.00 (n=3) | 67.00 ± 2.83 (n=2) (+5.00) | +6.00 ± 1.41 (n=2) | 82.00 ± 2.83 (n=2)" in text
+    )
     assert "| ResNet-4 | 70.00 (n=1) | - | - | - | - | 70 | 76 (+6) |" in text
     assert "synthetic class patterns (not CIFAR-10)" in text
     assert (out / "results.md").read_text() == text
@@ -120,8 +153,12 @@ def test_figures_are_valid_non_blank_pngs_and_leave_no_temporary_files(built, fi
     curves = sorted(p.name for p in (out / "curves").glob("*.png"))
     with_events = sorted(f"{p.parent.name}.png" for p in fixture_runs.glob("*/tb"))
     assert curves == with_events and len(curves) == 8  # every run with events, none for the one without
-    for png in [*(out / "curves").glob("*.png"), out / "curves_overview.png", out / "accuracy_vs_depth.png",
-                out / "kd_sweep_val_acc.png"]:
+    for png in [
+        *(out / "curves").glob("*.png"),
+        out / "curves_overview.png",
+        out / "accuracy_vs_depth.png",
+        out / "kd_sweep_val_acc.png",
+    ]:
         assert_valid_png(png)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 

@@ -22,15 +22,20 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import ROOT, make_cfg
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 EPOCHS = 3
 N_TRAIN, BATCH = 2000, 128  # 1600 training images after the 80/20 split: 12 steps an epoch
 STEPS_PER_EPOCH = (N_TRAIN * 4 // 5) // BATCH
-ARGS = ["mode=baseline", "student.depth=3", f"trainer.max_epochs={EPOCHS}", f"data.synthetic_train={N_TRAIN}",
-        "data.synthetic_test=200", f"data.batch_size={BATCH}"]
+ARGS = [
+    "mode=baseline",
+    "student.depth=3",
+    f"trainer.max_epochs={EPOCHS}",
+    f"data.synthetic_train={N_TRAIN}",
+    "data.synthetic_test=200",
+    f"data.batch_size={BATCH}",
+]
 RUN = "runs/baseline-r3-w8-s0"
 
 
@@ -61,8 +66,12 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     alive = first.poll() is None
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
-    seen = {"root": root, "alive_at_kill": alive, "after_kill": ckpt_state(last),
-            "metrics_after_kill": (root / RUN / "metrics.json").exists()}
+    seen = {
+        "root": root,
+        "alive_at_kill": alive,
+        "after_kill": ckpt_state(last),
+        "metrics_after_kill": (root / RUN / "metrics.json").exists(),
+    }
     second = subprocess.run(command(root), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     seen["second_log"] = second.stdout + second.stderr

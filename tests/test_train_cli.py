@@ -3,13 +3,25 @@
 import json
 
 import pytest
+from conftest import make_cfg, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import make_cfg, run_cli
-
 METRIC_KEYS = {
-    "mode", "depth", "width", "alpha", "temperature", "seed", "split_seed", "val_hash", "best_val_acc",
-    "best_epoch", "test_acc", "epochs", "wall_seconds", "device", "versions",
+    "mode",
+    "depth",
+    "width",
+    "alpha",
+    "temperature",
+    "seed",
+    "split_seed",
+    "val_hash",
+    "best_val_acc",
+    "best_epoch",
+    "test_acc",
+    "epochs",
+    "wall_seconds",
+    "device",
+    "versions",
 }
 
 
@@ -32,8 +44,11 @@ def test_teacher_then_kd_multirun_write_complete_run_folders(tmp_path):
     assert kd.returncode == 0, kd.stderr
     assert "kd       ResNet-3 w8 a=0.5 T=4 seed 0: val" in kd.stdout  # one summary line per run
 
-    for name, mode, depth in [("teacher-r6-w8-s0", "teacher", 6), ("kd-r3-w8-t6-a0.5-T4-s0", "kd", 3),
-                              ("kd-r4-w8-t6-a0.5-T4-s0", "kd", 4)]:
+    for name, mode, depth in [
+        ("teacher-r6-w8-s0", "teacher", 6),
+        ("kd-r3-w8-t6-a0.5-T4-s0", "kd", 3),
+        ("kd-r4-w8-t6-a0.5-T4-s0", "kd", 4),
+    ]:
         run = tmp_path / "runs" / name
         metrics = json.loads((run / "metrics.json").read_text())
         assert METRIC_KEYS <= set(metrics)
@@ -69,9 +84,18 @@ def test_design_command_composes_four_kd_runs():
 @pytest.mark.slow
 def test_resnet4_beats_chance_after_one_epoch_on_real_images(tmp_path, cifar_jpeg):
     result = run_cli(
-        "mode=baseline", "student.depth=4", "student.width=16", "data=offline", f"data.root={cifar_jpeg}",
-        "data.subset=5000", "data.batch_size=128", "data.num_workers=2", "trainer.max_epochs=1",
-        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"paths.root={tmp_path}",
+        "mode=baseline",
+        "student.depth=4",
+        "student.width=16",
+        "data=offline",
+        f"data.root={cifar_jpeg}",
+        "data.subset=5000",
+        "data.batch_size=128",
+        "data.num_workers=2",
+        "trainer.max_epochs=1",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"paths.root={tmp_path}",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
