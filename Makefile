@@ -1,15 +1,24 @@
-# kd-lightning: `make test` runs the suite; `make reproduce` runs the study (see README).
+# kd-lightning: `make test` runs the suite; `make reproduce` runs the study; `make help` lists every target.
 PY ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 # the CPU machines this project is developed on keep these two on disk; elsewhere set TORCH_SPEC=
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-DATA_ARCHIVE ?= ../shared/data/cifar10-jpeg.tar.gz
+# SHARED: the folder holding the offline CIFAR-10 archive and the wheels a bare GPU machine lacks.
+# It is the one default for both; tests find them through the exported DATA_ARCHIVE and WHEELS.
+SHARED ?= ../shared
+DATA_ARCHIVE ?= $(SHARED)/data/cifar10-jpeg.tar.gz
+WHEELS ?= $(SHARED)/wheels
+export DATA_ARCHIVE WHEELS
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast data smoke
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast lint data smoke
 
-setup: $(VENV)/.installed
+help: ## list every target with what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV)/.installed ## create .venv and install the project with its dev tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,21 +27,25 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
-test: setup
+test: setup ## run the whole test suite (CPU, a few minutes)
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup ## run the tests not marked slow
 	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+lint: setup ## ruff: lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # unpack the offline JPEG copy of CIFAR-10 into data/cifar10-jpeg (data=offline reads it)
-data: data/cifar10-jpeg/train
+data: data/cifar10-jpeg/train ## unpack the offline CIFAR-10 copy into data/cifar10-jpeg
 
 data/cifar10-jpeg/train:
 	@test -f $(DATA_ARCHIVE) || { echo "no archive at $(DATA_ARCHIVE); set DATA_ARCHIVE=PATH/cifar10-jpeg.tar.gz"; exit 2; }
 	mkdir -p data && tar xzf $(DATA_ARCHIVE) -C data
 
 # seconds-long teacher + two KD students on synthetic data
-smoke: setup
+smoke: setup ## a seconds-long teacher and two KD students on synthetic data
 	$(PYTHON) -m kd_lightning.train experiment=smoke mode=teacher
 	$(PYTHON) -m kd_lightning.train experiment=smoke -m mode=kd student.depth=3,4
 
@@ -79,64 +92,63 @@ STUDENT_EPOCHS = $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS))
 # each stage needs the one before it: never run them side by side (the launcher parallelises runs)
 .NOTPARALLEL:
 
-teacher: setup
+teacher: setup ## train the teacher(s) of SEEDS
 	$(TRAIN) mode=teacher seed=$(SEEDS) $(OVERRIDES) $(if $(TEACHER_EPOCHS),trainer.max_epochs=$(TEACHER_EPOCHS)) $(EXTRA)
 
-baselines: setup
+baselines: setup ## train the students of DEPTHS on hard labels
 	$(TRAIN) mode=baseline student.depth=$(DEPTHS) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
 
-kd: teacher
+kd: teacher ## distil the students of DEPTHS from their seed's teacher
 	$(TRAIN) mode=kd student.depth=$(DEPTHS) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
 
-reproduce: teacher baselines kd report
+reproduce: teacher baselines kd report ## the study: teacher, baselines, KD students, report
 
 # width 16, full offline data, CPU: epochs chosen to finish in under 25 minutes on 2 idle cores
 reproduce-mini: EXPERIMENT = mini
 reproduce-mini: ROOT = outputs/mini
 reproduce-mini: TEACHER_EPOCHS = 2
 reproduce-mini: EPOCHS = 1
-reproduce-mini: data reproduce
+reproduce-mini: data reproduce ## the study at width 16 on a CPU, from the offline copy
 
 # kd.alpha x kd.temperature grid for every depth and seed (conf/hparams_search/kd_grid.yaml)
-sweep-kd: teacher
+sweep-kd: teacher ## kd.alpha x kd.temperature grid for every depth
 	$(TRAIN) hparams_search=kd_grid student.depth=$(DEPTHS) kd.alpha=$(ALPHAS) kd.temperature=$(TEMPERATURES) \
 		seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
 
 # Optuna search of alpha and T per depth on validation accuracy, first seed only (pip install -e '.[search]')
-search-kd: teacher
+search-kd: teacher ## Optuna search of alpha and T per depth (pip install -e '.[search]')
 	for d in $(subst $(comma), ,$(DEPTHS)); do \
 		$(TRAIN) hparams_search=kd_optuna student.depth=$$d hydra.sweeper.n_trials=$(TRIALS) \
 			seed=$(firstword $(subst $(comma), ,$(SEEDS))) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA) || exit $$?; \
 	done
 
 # results.md, results.csv and figures in $(ROOT)/report/ from every run under $(ROOT)/runs/
-report: setup
+report: setup ## results.md, results.csv and figures from every run under ROOT
 	$(PYTHON) -m kd_lightning.report $(ROOT)/runs
 
-tensorboard: setup
+tensorboard: setup ## TensorBoard over every run under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
 
 # removes every run, checkpoint and report under outputs/ and nothing else
-clean:
+clean: ## remove outputs/ (every run, checkpoint and report)
 	rm -rf outputs
 
 # ---------------------------------------------------------------- speed: benchmark and GPU bundle
 # (docs/performance.md) the four speed comparisons on this machine: a table, and outputs/bench/bench.json
 # .gpu/ (git-ignored): wheels a bare GPU machine lacks plus the data archive, for scripts/gpu_study.sh
-WHEELS ?= ../shared/wheels
 GPU_OUT ?= outputs/gpu-study
 
 .PHONY: bench gpu-bundle gpu-study
 
-bench: setup
+bench: setup ## the speed comparisons on this machine (docs/performance.md)
 	$(PYTHON) -m kd_lightning.bench --out outputs/bench/bench.json
 
-gpu-bundle:
+gpu-bundle: ## copy the wheels and the data archive into .gpu/ for a bare GPU machine
 	@test -f $(DATA_ARCHIVE) || { echo "no archive at $(DATA_ARCHIVE); set DATA_ARCHIVE=PATH/cifar10-jpeg.tar.gz"; exit 2; }
 	mkdir -p .gpu/wheels
 	cp -f $(WHEELS)/*.whl .gpu/wheels/
 	cp -f $(DATA_ARCHIVE) .gpu/cifar10-jpeg.tar.gz
 
 # on the GPU machine: the whole study for one seed, the benchmark and the report into $(GPU_OUT)
-gpu-study:
+gpu-study: ## on a GPU machine: the study, the benchmark and the report into GPU_OUT
 	scripts/gpu_study.sh $(GPU_OUT)

@@ -13,9 +13,37 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class Mode(Enum):
+    """What a run trains: the teacher, a student on hard labels, or a student distilled from the teacher."""
+
     teacher = "teacher"
     baseline = "baseline"
     kd = "kd"
+
+
+class Source(str, Enum):
+    """Where CIFAR-10 comes from (kd_lightning/data.py)."""
+
+    torchvision = "torchvision"  # torchvision.datasets.CIFAR10, downloaded if missing
+    folder = "folder"  # an ImageFolder copy: root/{train,test}/<class>/*.jpg
+    synthetic = "synthetic"  # generated class patterns: no files
+
+
+class Schedule(str, Enum):
+    """The learning-rate schedule, stepped every batch (kd_lightning/modules.py)."""
+
+    onecycle = "onecycle"
+    cosine = "cosine"
+    constant = "constant"
+
+
+def allowed(values: type[Enum]) -> str:
+    """'torchvision, folder or synthetic': an enum's values as a message lists them."""
+    names = [str(v.value) for v in values]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def values(enum: type[Enum]) -> set[str]:
+    return {str(v.value) for v in enum}
 
 
 @dataclass
@@ -40,7 +68,7 @@ class KDConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "torchvision"  # torchvision | folder | synthetic
+    source: str = Source.torchvision.value  # a Source: torchvision | folder | synthetic
     root: str = "data/cifar10"
     split_seed: int = 0  # seeds the 80/20 train/val permutation, nothing else
     subset: int | None = None  # cap on training images (validation shrinks in proportion)
@@ -57,7 +85,7 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | cosine | constant
+    schedule: str = Schedule.onecycle.value  # a Schedule: onecycle | cosine | constant
     label_smoothing: float = 0.0  # hard-label runs only; a smoothed teacher distils worse
 
 
@@ -131,25 +159,15 @@ def check_config(cfg: DictConfig) -> None:
         ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, "an integer >= 1"),
         ("data.eval_batch_size", cfg.data.eval_batch_size, cfg.data.eval_batch_size >= 1, "an integer >= 1"),
         ("data.subset", cfg.data.subset, cfg.data.subset is None or cfg.data.subset >= 1, "null or an integer >= 1"),
-        (
-            "data.source",
-            cfg.data.source,
-            cfg.data.source in ("torchvision", "folder", "synthetic"),
-            "torchvision, folder or synthetic",
-        ),
+        ("data.source", cfg.data.source, cfg.data.source in values(Source), allowed(Source)),
         ("optim.lr", cfg.optim.lr, cfg.optim.lr > 0, "a number > 0"),
-        (
-            "optim.schedule",
-            cfg.optim.schedule,
-            cfg.optim.schedule in ("onecycle", "cosine", "constant"),
-            "onecycle, cosine or constant",
-        ),
+        ("optim.schedule", cfg.optim.schedule, cfg.optim.schedule in values(Schedule), allowed(Schedule)),
         ("trainer.max_epochs", cfg.trainer.max_epochs, cfg.trainer.max_epochs >= 1, "an integer >= 1"),
         ("seed", cfg.seed, cfg.seed >= 0, "an integer >= 0"),
     ]
-    for key, value, ok, allowed in checks:
+    for key, value, ok, what in checks:
         if not ok:
-            raise ConfigError(f"{key}={value} is not allowed; it must be {allowed}")
+            raise ConfigError(f"{key}={value} is not allowed; it must be {what}")
 
 
 def register() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,13 +20,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from kd_lightning.config import DataConfig, Source, allowed, values
+from kd_lightning.runs import atomic_path
+
 log = logging.getLogger(__name__)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 VAL_FRACTION = 0.2
-SOURCES = ("torchvision", "folder", "synthetic")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CACHE_VERSION = 1
 
@@ -123,13 +124,11 @@ def load_folder(root: Path, split: str, workers: int = 0) -> tuple[torch.Tensor,
         arrays = [_decode(f) for f in files]
     images = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))  # (N, 3, 32, 32)
     labels_np = np.asarray(labels, dtype=np.int64)
-    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.npz")
     try:
-        np.savez(tmp, images=images, labels=labels_np, classes=np.asarray(classes), n_files=len(files))
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels_np, classes=np.asarray(classes), n_files=len(files))
     except OSError as err:
         log.warning("could not write the image cache %s (%s); the next start decodes again", cache, err)
-        tmp.unlink(missing_ok=True)
     return torch.from_numpy(images), torch.from_numpy(labels_np), classes
 
 
@@ -243,19 +242,20 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "torchvision",
-        root: str = "data/cifar10",
-        split_seed: int = 0,
-        subset: int | None = None,
-        batch_size: int = 512,
-        eval_batch_size: int = 2048,
-        num_workers: int = 0,
-        synthetic_size: tuple[int, int] = (2000, 500),
+        source: str = DataConfig.source,
+        root: str = DataConfig.root,
+        *,
+        split_seed: int = DataConfig.split_seed,
+        subset: int | None = DataConfig.subset,
+        batch_size: int = DataConfig.batch_size,
+        eval_batch_size: int = DataConfig.eval_batch_size,
+        num_workers: int = DataConfig.num_workers,
+        synthetic_size: tuple[int, int] = (DataConfig.synthetic_train, DataConfig.synthetic_test),
         seed: int = 0,
     ):
         super().__init__()
-        if source not in SOURCES:
-            raise DataError(f"data.source={source!r} is unknown; allowed: {', '.join(SOURCES)}")
+        if source not in values(Source):
+            raise DataError(f"data.source={source!r} is unknown; allowed: {allowed(Source)}")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise DataError(f"data.{key}={value} is impossible; it must be >= 1")
@@ -268,11 +268,29 @@ class CIFAR10DataModule(L.LightningDataModule):
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @classmethod
+    def from_tensors(
+        cls,
+        train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor],
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        *,
+        batch_size: int = DataConfig.batch_size,
+        eval_batch_size: int = DataConfig.eval_batch_size,
+        seed: int = 0,
+    ) -> CIFAR10DataModule:
+        """The same batching and augmentation over (uint8 images, labels) pairs chosen by the caller: no file,
+        no 80/20 split (the benchmark uses it to time exactly the images it picked)."""
+        dm = cls(Source.synthetic.value, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        dm._splits = {"train": train, "val": val, "test": test if test is not None else val}
+        dm.split_hash = dm.val_hash = None
+        return dm
+
     def _load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.source == "synthetic":
+        if self.source == Source.synthetic:
             n_train, n_test = self.synthetic_size
             return (*synthetic_cifar(n_train, seed=1), *synthetic_cifar(n_test, seed=2))
-        if self.source == "folder":
+        if self.source == Source.folder:
             if not self.root.is_dir():
                 raise DataError(
                     f"data.root={self.root} does not exist; data.source=folder needs an unpacked CIFAR-10 "

@@ -15,6 +15,7 @@ class DistillLoss(NamedTuple):
 
 
 def check_kd_params(alpha: float, temperature: float) -> None:
+    """Refuse settings the loss is not defined for; called once when a module is built, not per step."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"kd.alpha must lie in [0, 1], got {alpha}")
     if not temperature > 0:
@@ -35,7 +36,6 @@ def distillation_loss(
     a teacher probability that underflows to 0 contributes 0 rather than NaN. The T^2 factor keeps
     the soft-target gradients on the scale of the hard-label ones (Hinton et al., 2015).
     """
-    check_kd_params(alpha, temperature)
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kd = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean") * temperature**2

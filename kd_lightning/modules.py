@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,9 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from kd_lightning.config import KDConfig, Mode, OptimConfig, Schedule, allowed, values
 from kd_lightning.losses import check_kd_params, distillation_loss
 from kd_lightning.models import resnet
-
-SCHEDULES = ("onecycle", "cosine", "constant")
-ROLES = ("teacher", "baseline", "kd")
 
 
 class TeacherError(ValueError):
@@ -36,8 +36,29 @@ def _mean() -> MeanMetric:
     return MeanMetric(nan_strategy="disable")
 
 
-class ClassifierModule(L.LightningModule):
-    """What every run shares: the ResNet, SGD with a schedule, accuracy/loss metrics, per-epoch logging."""
+def build_optimizer(
+    params: Iterable[nn.Parameter], optim: Mapping[str, Any], total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """SGD with the `optim` settings (OptimConfig's keys) and its schedule over `total_steps` steps, if any."""
+    o = optim
+    opt = torch.optim.SGD(
+        params, lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"], weight_decay=o["weight_decay"]
+    )
+    if o["schedule"] == Schedule.onecycle and total_steps > 2:
+        # a quarter of the steps warm up; at least two, so tiny smoke runs still have a ramp
+        pct = max(0.25, 2 / total_steps)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"], total_steps=total_steps, pct_start=pct)
+    if o["schedule"] == Schedule.cosine and total_steps > 0:
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return opt, None
+
+
+class BaselineModule(L.LightningModule):
+    """A ResNet trained on hard labels: a baseline student, or the teacher (role='teacher').
+
+    Also the base of DistillModule: the network, SGD with a schedule, accuracy/loss metrics and
+    per-epoch logging are the same for every run.
+    """
 
     nan_check_every = 50  # steps between host reads of the non-finite-loss flag (each read is a device sync)
 
@@ -45,25 +66,24 @@ class ClassifierModule(L.LightningModule):
         self,
         depth: int,
         width: int = 64,
+        *,
         num_classes: int = 10,
-        role: str = "baseline",
-        lr: float = 0.2,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay: float = 5e-4,
-        schedule: str = "onecycle",
-        label_smoothing: float = 0.0,
+        role: str = Mode.baseline.value,
+        optim: Mapping[str, Any] | None = None,
         split_hash: str | None = None,
         val_hash: str | None = None,
     ):
         super().__init__()
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule={schedule!r} is unknown; allowed: {', '.join(SCHEDULES)}")
-        if not lr > 0:
-            raise ValueError(f"optim.lr must be > 0, got {lr}")
-        self.save_hyperparameters()
+        if role not in values(Mode):
+            raise ValueError(f"role={role!r} is unknown; allowed: {allowed(Mode)}")
+        optim = {**dataclasses.asdict(OptimConfig()), **(optim or {})}
+        if optim["schedule"] not in values(Schedule):
+            raise ValueError(f"optim.schedule={optim['schedule']!r} is unknown; allowed: {allowed(Schedule)}")
+        if not optim["lr"] > 0:
+            raise ValueError(f"optim.lr must be > 0, got {optim['lr']}")
+        # the init arguments (a subclass's included), with optim's defaults filled in
+        self.save_hyperparameters(ignore=["optim"])
+        self.save_hyperparameters({"optim": optim})
         self.model = resnet(depth, num_classes, width).to(memory_format=torch.channels_last)
         # metrics are updated on the device every step and read once per epoch: validate_args and the
         # NaN check would each read a tensor back to the host per step (_watch_loss covers non-finite losses)
@@ -82,7 +102,7 @@ class ClassifierModule(L.LightningModule):
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(loss, student logits, extra loss parts to log); hard-label cross-entropy here."""
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.optim["label_smoothing"])
         return loss, logits, {}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -160,28 +180,12 @@ class ClassifierModule(L.LightningModule):
         self._eval_step("test", batch)
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        opt = torch.optim.SGD(
-            self.model.parameters(),  # the student only: a teacher is never optimised
-            lr=hp.lr,
-            momentum=hp.momentum,
-            nesterov=hp.nesterov,
-            weight_decay=hp.weight_decay,
-        )
+        # the student only: a teacher is never optimised
         total = int(self.trainer.estimated_stepping_batches)
-        if hp.schedule == "onecycle" and total > 2:
-            # a quarter of the steps warm up; at least two, so tiny smoke runs still have a ramp
-            pct = max(0.25, 2 / total)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total, pct_start=pct)
-        elif hp.schedule == "cosine" and total > 0:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        else:
+        opt, sched = build_optimizer(self.model.parameters(), self.hparams.optim, total)
+        if sched is None:
             return {"optimizer": opt}
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-class BaselineModule(ClassifierModule):
-    """A ResNet trained on hard labels: the teacher (role='teacher') or a baseline student."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -213,7 +217,7 @@ def load_teacher(path: str | Path, num_classes: int, split_hash: str | None) -> 
         raise TeacherError(
             f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {TEACHER_HINT}"
         ) from None
-    if hp.get("role") != "teacher":
+    if hp.get("role") != Mode.teacher.value:
         raise TeacherError(
             f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {TEACHER_HINT}"
         )
@@ -234,7 +238,7 @@ def load_teacher(path: str | Path, num_classes: int, split_hash: str | None) -> 
     return teacher, info
 
 
-class DistillModule(ClassifierModule):
+class DistillModule(BaselineModule):
     """A student trained on alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE.
 
     The teacher is frozen for the whole run: no gradients, eval mode (its BatchNorm statistics
@@ -246,17 +250,19 @@ class DistillModule(ClassifierModule):
         self,
         depth: int,
         teacher_ckpt: str,
-        alpha: float = 0.5,
-        temperature: float = 4.0,
+        *,
+        alpha: float = KDConfig.alpha,
+        temperature: float = KDConfig.temperature,
         width: int = 64,
         num_classes: int = 10,
-        split_hash: str | None = None,
-        **optim: Any,
+        **common: Any,
     ):
+        """`common`: BaselineModule's other keyword arguments (optim, split_hash, val_hash); the role is 'kd'."""
         check_kd_params(alpha, temperature)
-        if optim.setdefault("role", "kd") != "kd":  # load_from_checkpoint passes the saved role back
-            raise ValueError(f"DistillModule trains role 'kd', got role={optim['role']!r}")
-        super().__init__(depth, width, num_classes, split_hash=split_hash, **optim)
+        if common.setdefault("role", Mode.kd.value) != Mode.kd.value:  # load_from_checkpoint passes it back
+            raise ValueError(f"DistillModule trains role 'kd', got role={common['role']!r}")
+        super().__init__(depth, width, num_classes=num_classes, **common)
+        split_hash = common.get("split_hash")
         teacher, self.teacher_info = load_teacher(teacher_ckpt, num_classes, split_hash)
         self.teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
         self.kd_mean, self.ce_mean = _mean(), _mean()

@@ -117,65 +117,11 @@ BENCH_RC=0
 "$PYTHON" -m kd_lightning.bench --out "$OUT/bench.json" "${BENCH[@]}" >"$OUT/logs/bench.log" 2>&1 || BENCH_RC=$?
 grep -A12 '^kd_lightning.bench on' "$OUT/logs/bench.log" >"$OUT/bench.txt" || true
 REPORT_RC=0
-if [[ -f kd_lightning/report.py ]]; then
-    say "report"
-    "$PYTHON" -m kd_lightning.report "$OUT/study/runs" --out "$OUT/report" >"$OUT/logs/report.log" 2>&1 || REPORT_RC=$?
-fi
+say "report"
+"$PYTHON" -m kd_lightning.report "$OUT/study/runs" --out "$OUT/report" >"$OUT/logs/report.log" 2>&1 || REPORT_RC=$?
 
 # ---------------------------------------------------------------- timings
-"$PYTHON" - "$OUT" "$T0" "$STUDY_END" "$(date +%s.%N)" "$JOBS" "$DRY_RUN" <<'PY'
-"""OUT/timings.json and timings.txt: per-run and total wall times, the teacher's images/s, the card."""
-import json
-import sys
-from pathlib import Path
-
-import torch
-
-out, (t0, study_end, end) = Path(sys.argv[1]), map(float, sys.argv[2:5])
-jobs, dry = int(sys.argv[5]), sys.argv[6] == "1"
-metrics = {}
-for path in (out / "study" / "runs").glob("*/metrics.json"):
-    m = json.loads(path.read_text())
-    metrics["teacher" if m["mode"] == "teacher" else f"{m['mode']}-r{m['depth']}"] = m
-runs = []
-for line in (out / "logs" / "runs.tsv").read_text().splitlines():
-    name, rc, start, stop = line.split("\t")
-    m = metrics.get(name, {})
-    runs.append({
-        "run": name, "run_name": m.get("run_name"), "exit_code": int(rc), "start_s": round(float(start) - t0, 1),
-        "process_s": round(float(stop) - float(start), 1), "train_s": m.get("wall_seconds"),
-        "train_images_per_second": m.get("train_images_per_second"), "epochs": m.get("epochs"),
-        "test_acc": m.get("test_acc"),
-    })
-bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {}
-study_start = min((r["start_s"] for r in runs), default=0.0)
-summary = {
-    "device": "cpu (dry run)" if dry else torch.cuda.get_device_name(0),
-    "dry_run": dry, "jobs": jobs, "total_s": round(end - t0, 1), "study_s": round(study_end - t0 - study_start, 1),
-    "teacher_train_images_per_second": metrics.get("teacher", {}).get("train_images_per_second"),
-    "bench_resnet10_lightning_img_s": bench.get("trainer", {}).get("resnet10", {}).get("lightning_img_s"),
-    "bench_epoch_speedup_vs_naive": bench.get("epoch", {}).get("speedup"),
-    "runs": runs,
-}
-(out / "timings.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def cell(v, fmt):
-    return "-" if v is None else format(v, fmt)
-
-
-lines = [
-    f"{summary['device']}: total {summary['total_s']} s, study ({len(runs)} runs) {summary['study_s']} s, teacher "
-    f"{cell(summary['teacher_train_images_per_second'], ',.0f')} img/s (its whole run, validation included)",
-    f"{'run':12s} {'exit':>4s} {'start s':>8s} {'process s':>9s} {'train s':>8s} {'img/s':>9s} {'test acc':>8s}",
-]
-for r in runs:
-    lines.append(f"{r['run']:12s} {r['exit_code']:4d} {r['start_s']:8.1f} {r['process_s']:9.1f} "
-                 f"{cell(r['train_s'], '8.1f')} {cell(r['train_images_per_second'], '9,.0f')} "
-                 f"{cell(r['test_acc'] and 100 * r['test_acc'], '8.2f')}")
-(out / "timings.txt").write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+"$PYTHON" -m kd_lightning.timings "$OUT" "$T0" "$STUDY_END" "$(date +%s.%N)" "$JOBS" "$DRY_RUN"
 
 FAILED=$(awk -F'\t' '$2 != 0' "$OUT/logs/runs.tsv" | wc -l)
 say "done in $(( $(date +%s) - ${T0%.*} )) s: $FAILED failed runs, bench exit $BENCH_RC, report exit $REPORT_RC"

@@ -9,17 +9,18 @@ import lightning as L
 import pytest
 import torch
 
-from kd_lightning import bench
+from kd_lightning.bench.cli import main as bench_main
+from kd_lightning.bench.harness import SIZES
 from kd_lightning.data import CIFAR10DataModule
 from kd_lightning.modules import BaselineModule, DistillModule
 
 
 def test_bench_writes_all_four_comparisons_with_positive_numbers(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    bench.main(["--sizes", "tiny", "--device", "cpu", "--data-root", str(tmp_path / "absent"), "--out", str(out)])
+    bench_main(["--sizes", "tiny", "--device", "cpu", "--data-root", str(tmp_path / "absent"), "--out", str(out)])
     r = json.loads(out.read_text())
     assert r["meta"]["data"].startswith("synthetic") and r["meta"]["device"].startswith("cpu")
-    assert r["meta"]["sizes"] == {**bench.SIZES["tiny"].__dict__}
+    assert r["meta"]["sizes"] == {**SIZES["tiny"].__dict__}
     numbers = [
         r["pipeline"]["ours_img_s"],
         r["pipeline"]["torchvision_img_s"],
@@ -45,7 +46,7 @@ def test_bench_writes_all_four_comparisons_with_positive_numbers(tmp_path, capsy
 def test_bench_refuses_cuda_when_there_is_none(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--device", "cuda", "--out", str(tmp_path / "b.json")])
+        bench_main(["--device", "cuda", "--out", str(tmp_path / "b.json")])
     assert exit_info.value.code == 2 and "torch sees no CUDA device" in capsys.readouterr().err
 
 

@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT / "scripts" / "gpu_study.sh"
-WHEELS = ROOT.parent / "shared" / "wheels"
+# the wheels a bare GPU machine lacks; `make test` exports their folder (the Makefile holds the default)
+WHEELS = Path(os.environ["WHEELS"]) if os.environ.get("WHEELS") else None
 
 
 def run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -40,7 +41,7 @@ def test_gpu_script_refuses_the_real_study_when_torch_sees_no_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_dry_run_trains_teacher_then_students_and_writes_bench_report_and_timings(tmp_path):
-    wheels = WHEELS if WHEELS.is_dir() else tmp_path / "no-wheels"
+    wheels = WHEELS if WHEELS is not None and WHEELS.is_dir() else tmp_path / "no-wheels"
     wheels.mkdir(exist_ok=True)
     out = tmp_path / "out"
     # two depths, two runs at a time: four students, so a run waits for a free slot
@@ -69,6 +70,5 @@ def test_gpu_script_dry_run_trains_teacher_then_students_and_writes_bench_report
     bench = json.loads((out / "bench.json").read_text())
     assert {"pipeline", "trainer", "kd", "epoch", "meta"} <= set(bench)
     assert "1 data pipeline" in (out / "bench.txt").read_text()
-    if (ROOT / "kd_lightning" / "report.py").exists():
-        assert (out / "report" / "results.md").is_file()
+    assert (out / "report" / "results.md").is_file()
     assert {p.name for p in (out / "logs").glob("*.log")} >= {"teacher.log", "kd-r3.log", "bench.log"}

@@ -152,17 +152,17 @@ def test_kd_refuses_a_teacher_trained_on_another_split_seed(teacher, tmp_path):
 
 
 def test_nan_loss_stops_the_run_naming_the_step_and_the_last_finite_loss(tmp_path, monkeypatch):
-    from kd_lightning.modules import ClassifierModule, NonFiniteLossError
+    from kd_lightning.modules import BaselineModule, NonFiniteLossError
     from kd_lightning.train import train
 
-    losses, real_loss = [], ClassifierModule.training_loss
+    losses, real_loss = [], BaselineModule.training_loss
 
     def nan_at_step_5(self, x, y):
         loss, logits, parts = real_loss(self, x, y)
         losses.append(loss.item())
         return (loss * math.nan if len(losses) == 5 else loss), logits, parts
 
-    monkeypatch.setattr(ClassifierModule, "training_loss", nan_at_step_5)
+    monkeypatch.setattr(BaselineModule, "training_loss", nan_at_step_5)
     with pytest.raises(NonFiniteLossError) as err:
         train(make_cfg(tmp_path, "mode=baseline", "student.depth=3", *DATA))
     assert "step 5 " in str(err.value) and f"last finite loss was {losses[3]:.4g}" in str(err.value)
@@ -171,7 +171,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_the_last_finite_loss(tmp_pat
 
 
 def test_metrics_json_refuses_nan(tmp_path):
-    from kd_lightning.train import write_json
+    from kd_lightning.runs import write_json
 
     with pytest.raises(ValueError):
         write_json(tmp_path / "metrics.json", {"test_acc": math.nan})
@@ -185,7 +185,7 @@ def test_metrics_json_refuses_nan(tmp_path):
 def test_two_cpu_runs_with_one_seed_give_identical_metrics_and_weights(teacher, tmp_path):
     from kd_lightning.train import train
 
-    again = train(make_cfg(tmp_path, "mode=teacher", *DATA))
+    again = train(make_cfg(tmp_path, "mode=teacher", *DATA)).to_dict()
     first = metrics_of(teacher, TEACHER_RUN)
     for key in ("best_val_acc", "best_epoch", "test_acc", "test_loss", "split_hash"):
         assert again[key] == first[key], key

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from kd_lightning.losses import distillation_loss
+from kd_lightning.losses import check_kd_params, distillation_loss
 
 S = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
 T = torch.tensor([[1.5, 1.0, -0.5], [-1.0, 0.0, 2.0]])
@@ -74,10 +74,10 @@ def test_extreme_logits_stay_finite_and_differentiable():
 @pytest.mark.parametrize("alpha", [-0.1, 1.5])
 def test_alpha_outside_unit_interval_is_refused(alpha):
     with pytest.raises(ValueError, match=rf"kd.alpha must lie in \[0, 1\], got {alpha}"):
-        distillation_loss(S, T, Y, alpha, 2.0)
+        check_kd_params(alpha, 2.0)
 
 
 @pytest.mark.parametrize("temp", [0.0, -1.0])
 def test_non_positive_temperature_is_refused(temp):
     with pytest.raises(ValueError, match=rf"kd.temperature must be > 0, got {temp}"):
-        distillation_loss(S, T, Y, 0.5, temp)
+        check_kd_params(0.5, temp)

@@ -1,19 +1,23 @@
 """The report on a fixture of fake run folders: table values (mean, std, delta, paired difference), selection on
-validation only, missing cells, and valid non-blank PNGs."""
+validation only, missing cells, valid non-blank PNGs, malformed run records; and on the real H100 bundle, tables
+byte-identical to the stored golden files."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from kd_lightning import report
+from kd_lightning.report import cli, figures
 
 EPOCHS = 3
 
@@ -88,7 +92,7 @@ def fixture_runs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(fixture_runs) -> tuple[str, Path]:
     """The report of the fixture with figures, made once for the tests that only read it."""
-    return report.make_report(fixture_runs)
+    return cli.make_report(fixture_runs)
 
 
 @pytest.fixture()
@@ -131,7 +135,7 @@ def test_table_gives_mean_std_n_delta_and_paired_difference(built, fixture_runs)
 
 
 def test_kd_settings_are_chosen_on_validation_never_on_test(runs_dir):
-    text, out = report.make_report(runs_dir, select="val", figures=False)
+    text, out = cli.make_report(runs_dir, select="val", figures=False)
     r3 = csv_rows(out)["ResNet-3"]
     assert (r3["kd_alpha"], r3["kd_temperature"]) == ("0.9", "2")  # val 70% beats val 61%, whatever test says
     assert float(r3["kd_mean"]) == pytest.approx(50.0)
@@ -164,27 +168,74 @@ def test_figures_are_valid_non_blank_pngs_and_leave_no_temporary_files(built, fi
 
 
 def test_curves_read_train_and_val_loss_per_epoch_from_tensorboard(fixture_runs):
-    curves = report.loss_curves(fixture_runs / "baseline-r3-w8-s1" / "tb")
+    curves = figures.loss_curves(fixture_runs / "baseline-r3-w8-s1" / "tb")
     assert [e for e, _ in curves["train/loss"]] == [1, 2, 3]
     assert [v for _, v in curves["val/loss"]] == pytest.approx([2.2, 1.1, 2.2 / 3])
 
 
 def test_rerun_rewrites_the_same_report_and_drops_figures_of_removed_runs(runs_dir):
-    text, out = report.make_report(runs_dir)
+    text, out = cli.make_report(runs_dir)
     csv_before = (out / "results.csv").read_text()
-    again, _ = report.make_report(runs_dir)
+    again, _ = cli.make_report(runs_dir)
     assert again == text and (out / "results.csv").read_text() == csv_before
     shutil.rmtree(runs_dir / "kd-r3-w8-t10-a0.9-T2-s0")
-    report.make_report(runs_dir)
+    cli.make_report(runs_dir)
     assert not (out / "curves" / "kd-r3-w8-t10-a0.9-T2-s0.png").exists()
     assert not (out / "kd_sweep_val_acc.png").exists()  # one KD setting left: no sweep
 
 
 def test_cli_prints_the_table_and_fails_in_one_line_without_runs(runs_dir, tmp_path, capsys):
-    assert report.main([str(runs_dir.parent), "--no-figures"]) == 0  # a paths.root folder is accepted too
+    assert cli.main([str(runs_dir.parent), "--no-figures"]) == 0  # a paths.root folder is accepted too
     assert "| ResNet-3 | 62.00 ± 2.00 (n=3)" in capsys.readouterr().out
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert report.main([str(empty)]) == 2
+    assert cli.main([str(empty)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no finished runs") and err.count("\n") == 1
+
+
+H100_RUNS = ROOT / "results" / "h100-2026-11-28" / "runs"
+H100_GOLDEN = ROOT / "tests" / "golden" / "h100-2026-11-28"
+
+
+def test_report_of_the_h100_bundle_matches_the_stored_golden_byte_for_byte(tmp_path):
+    """The 27 real runs of the H100 study give exactly the results.md and results.csv stored before the refactor."""
+    text, out = cli.make_report(H100_RUNS, out_dir=tmp_path, figures=False)
+    for name in ("results.md", "results.csv"):
+        assert (out / name).read_bytes() == (H100_GOLDEN / name).read_bytes(), f"{name} differs from the golden"
+    assert text.encode() == (H100_GOLDEN / "results.md").read_bytes()
+
+
+def test_statistics_and_tables_import_without_matplotlib():
+    code = (
+        "import sys, kd_lightning.report, kd_lightning.report.stats, kd_lightning.report.tables; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_malformed_run_records_are_skipped_with_one_warning_line_each(built, runs_dir, tmp_path):
+    """A record lacking fields and a truncated one: the report of the other runs, a line on stderr for each."""
+    (runs_dir / "kd-fields-missing").mkdir()
+    (runs_dir / "kd-fields-missing" / "metrics.json").write_text('{"mode": "kd"}')
+    whole = (runs_dir / "baseline-r3-w8-s0" / "metrics.json").read_text()
+    (runs_dir / "baseline-truncated").mkdir()
+    (runs_dir / "baseline-truncated" / "metrics.json").write_text(whole[: len(whole) // 2])
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "kd_lightning.report", str(runs_dir), "--out", str(out), "--no-figures"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 2 and "Traceback" not in result.stderr
+    assert all(line.startswith("skipping a run: ") for line in warnings)
+    assert "kd-fields-missing" in warnings[1] and "baseline-truncated" in warnings[0]
+    _, clean = built
+    assert (out / "results.md").read_text() == (clean / "results.md").read_text()
+    assert (out / "results.csv").read_text() == (clean / "results.csv").read_text()

@@ -121,13 +121,13 @@ def test_tensorboard_curves_continue_across_a_restart(killed_and_resumed):
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_where_it_stopped_and_the_same_run_finishes(tmp_path, monkeypatch):
-    from kd_lightning.modules import ClassifierModule
+    from kd_lightning.modules import BaselineModule
     from kd_lightning.train import train
 
     args = [*ARGS[:2], "trainer.max_epochs=2", "data.synthetic_train=1000", "data.batch_size=64"]
     steps = 800 // 64
     stop_at = steps + 5  # a few batches into epoch 1
-    original = ClassifierModule.on_train_batch_end
+    original = BaselineModule.on_train_batch_end
 
     def preempted(self, outputs, batch, batch_idx):
         original(self, outputs, batch, batch_idx)
@@ -137,13 +137,13 @@ def test_sigterm_saves_a_checkpoint_where_it_stopped_and_the_same_run_finishes(t
     cfg = make_cfg(tmp_path, *args)
     last = tmp_path / RUN / "checkpoints" / "last.ckpt"
     with monkeypatch.context() as m:
-        m.setattr(ClassifierModule, "on_train_batch_end", preempted)
+        m.setattr(BaselineModule, "on_train_batch_end", preempted)
         with pytest.raises(SystemExit) as stop:
             train(cfg)
     assert stop.value.code == 128 + signal.SIGTERM  # a failure to the scheduler, so it runs the job again
     assert ckpt_state(last) == (1, stop_at)
     assert not (tmp_path / RUN / "metrics.json").exists()
-    metrics = train(make_cfg(tmp_path, *args))
+    metrics = train(make_cfg(tmp_path, *args)).to_dict()
     assert metrics["epochs"] == 2
     assert ckpt_state(last) == (1, 2 * steps)  # the steps before the stop are not run twice
 
@@ -161,7 +161,7 @@ def test_rerunning_a_finished_run_trains_nothing_and_keeps_its_files(killed_and_
     root = copy_of_finished_run(killed_and_resumed, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in (root / RUN).rglob("*") if p.is_file()}
     monkeypatch.setattr(L.Trainer, "fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    metrics = train(make_cfg(root, *ARGS))
+    metrics = train(make_cfg(root, *ARGS)).to_dict()
     assert metrics == json.loads((root / RUN / "metrics.json").read_text())
     after = {p: p.stat().st_mtime_ns for p in (root / RUN).rglob("*") if p.is_file()}
     assert after == before
@@ -174,7 +174,9 @@ def test_overwrite_true_retrains_a_finished_run(killed_and_resumed, tmp_path):
     root = copy_of_finished_run(killed_and_resumed, tmp_path)
     old_events = set((root / RUN / "tb").glob("events.out.tfevents.*"))
     # the same run folder (its name ignores epochs and data size), retrained for one short epoch
-    metrics = train(make_cfg(root, *ARGS, "overwrite=true", "trainer.max_epochs=1", "data.synthetic_train=500"))
+    metrics = train(
+        make_cfg(root, *ARGS, "overwrite=true", "trainer.max_epochs=1", "data.synthetic_train=500")
+    ).to_dict()
     assert metrics["epochs"] == 1 and metrics["n_train"] == 400
     assert json.loads((root / RUN / "metrics.json").read_text()) == metrics
     assert ckpt_state(root / RUN / "checkpoints" / "last.ckpt") == (0, 400 // BATCH)
@@ -197,14 +199,14 @@ def test_overwrite_true_with_a_bad_override_keeps_the_finished_run(killed_and_re
 def test_run_killed_before_metrics_json_finishes_in_its_moved_folder_without_training_again(
     killed_and_resumed, tmp_path, monkeypatch
 ):
-    from kd_lightning.modules import ClassifierModule
+    from kd_lightning.modules import BaselineModule
     from kd_lightning.train import train
 
     root = copy_of_finished_run(killed_and_resumed, tmp_path)
     kept = json.loads((root / RUN / "metrics.json").read_text())
     (root / RUN / "metrics.json").unlink()  # as if killed during the test pass, after the last epoch
-    monkeypatch.setattr(ClassifierModule, "training_step", lambda *a: pytest.fail("an epoch was trained again"))
-    metrics = train(make_cfg(root, *ARGS))
+    monkeypatch.setattr(BaselineModule, "training_step", lambda *a: pytest.fail("an epoch was trained again"))
+    metrics = train(make_cfg(root, *ARGS)).to_dict()
     assert metrics["epochs"] == EPOCHS
     same = ("best_val_acc", "best_epoch", "test_acc", "test_loss", "split_hash")
     assert {k: metrics[k] for k in same} == {k: kept[k] for k in same}

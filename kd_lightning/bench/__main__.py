@@ -1,0 +1,5 @@
+"""Entry point of `python -m kd_lightning.bench`."""
+
+from kd_lightning.bench.cli import main
+
+main()
