@@ -1,5 +1,6 @@
-"""Run bookkeeping around Lightning's own callbacks: wall time, checkpoints that survive a moved
-folder, and a checkpoint on SIGTERM/Ctrl-C so the same command resumes where the run stopped."""
+"""Run bookkeeping around Lightning's own callbacks: wall time, the run's settings in every checkpoint,
+checkpoints written atomically, checkpoints that survive a moved folder, and a checkpoint on
+SIGTERM/Ctrl-C so the same command resumes where the run stopped."""
 
 from __future__ import annotations
 
@@ -9,10 +10,48 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from kd_lightning.runs import RunFolderError, atomic_path, fingerprint
+
 log = logging.getLogger("kd_lightning")
+SETTINGS_KEY = "kd_lightning_settings"  # where a checkpoint keeps the settings of the run that wrote it
+
+
+def checkpoint_settings(path: Path) -> dict[str, Any] | None:
+    """The settings stored in a checkpoint (None when it has none); any read error propagates."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return ckpt.get(SETTINGS_KEY, {}).get("settings")
+
+
+class RunSettings(Callback):
+    """Stores the run's settings in every checkpoint, so a resume can refuse a checkpoint of other settings."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[SETTINGS_KEY] = {"settings": self.settings, "fingerprint": fingerprint(self.settings)}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their target, then renamed into place: a full disk or a kill in the
+    middle of a write leaves the previous checkpoint whole, never a cut one that breaks every resume."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as err:
+            raise RunFolderError(
+                f"could not write the checkpoint {path} ({err.strerror or err}); free some space or choose another "
+                "paths.root, then rerun the same command to resume"
+            ) from None
 
 
 class RunClock(Callback):

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -21,20 +19,13 @@ import torch
 from torch.nn import functional as F
 
 from kd_lightning.config import DataConfig, Source, allowed, values
-from kd_lightning.runs import atomic_path
-
-log = logging.getLogger(__name__)
+from kd_lightning.images import DataError, Listing, digest, list_split, load_listing
+from kd_lightning.images import load_folder as load_folder  # the folder source lives in images.py
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 VAL_FRACTION = 0.2
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-CACHE_VERSION = 1
-
-
-class DataError(ValueError):
-    """A data problem the user can fix (missing folder, unreadable file, impossible subset)."""
 
 
 # ----------------------------------------------------------------------------- split
@@ -46,9 +37,12 @@ def split_indices(n: int, split_seed: int, subset: int | None = None) -> tuple[t
     The first 20% of the permutation is validation, the rest training, whatever the mode or the
     training seed. `subset` keeps the first `subset` training indices and shrinks validation in
     proportion, so a subset's validation images are still never a full run's training images.
+    Validation holds at least one image (from 2 images up; 3 and more split as 20% rounded).
     """
+    if n < 2:
+        raise DataError(f"{n} training images cannot be split 80/20; the split needs at least 2")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-    n_val = int(round(n * VAL_FRACTION))
+    n_val = max(1, int(round(n * VAL_FRACTION)))
     val, train = perm[:n_val], perm[n_val:]
     if subset is not None:
         if not 1 <= subset <= len(train):
@@ -77,59 +71,24 @@ def synthetic_cifar(n: int, seed: int, num_classes: int = 10) -> tuple[torch.Ten
     return images.clamp(0, 255).to(torch.uint8), labels
 
 
-def _decode(path: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except Exception as err:  # PIL raises several types for a bad file
-        raise DataError(f"cannot read image file {path}: {err}") from None
-    if arr.shape != (32, 32, 3):
-        raise DataError(f"image file {path} is {arr.shape[1]}x{arr.shape[0]}; CIFAR-10 images must be 32x32")
-    return arr
-
-
-def _list_split(root: Path, split: str) -> tuple[list[str], list[str], list[int]]:
-    split_dir = root / split
-    if not split_dir.is_dir():
+def check_classes(root: Path, train: Listing, test: Listing) -> None:
+    """train/ and test/ hold the same class folders, as many as CIFAR-10 has classes; else a DataError."""
+    if train.classes != test.classes:
+        only = [
+            f"only in {a.split}/: {', '.join(sorted(set(a.classes) - set(b.classes))) or '-'}"
+            for a, b in ((train, test), (test, train))
+        ]
+        raise DataError(f"data.root={root}: train/ and test/ hold different class folders ({'; '.join(only)})")
+    if len(train.classes) != len(CLASSES):
         raise DataError(
-            f"data.root={root} has no '{split}/' folder; data.source=folder expects "
-            f"{root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg"
+            f"data.root={root}: train/ holds {len(train.classes)} class folders ({', '.join(train.classes)}); "
+            f"CIFAR-10 needs {len(CLASSES)}, one per class: {', '.join(CLASSES)}"
         )
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        found = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        files += [str(p) for p in found]
-        labels += [label] * len(found)
-    if not files:
-        raise DataError(f"data.root={root}: '{split}/' holds no class folders with .png or .jpg images")
-    return classes, files, labels
 
 
-def load_folder(root: Path, split: str, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """ImageFolder layout root/split/<class>/*; decoded once, then read back from a uint8 cache file."""
-    classes, files, labels = _list_split(root, split)
-    cache = root / f".{split}-uint8-v{CACHE_VERSION}.npz"
-    if cache.exists():
-        with np.load(cache) as z:
-            if int(z["n_files"]) == len(files) and list(z["classes"]) == classes:
-                return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), classes
-    log.info("decoding %d images under %s (once; cached in %s)", len(files), root / split, cache.name)
-    if workers > 0:
-        with ProcessPoolExecutor(workers) as pool:
-            arrays = list(pool.map(_decode, files, chunksize=512))
-    else:
-        arrays = [_decode(f) for f in files]
-    images = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))  # (N, 3, 32, 32)
-    labels_np = np.asarray(labels, dtype=np.int64)
-    try:
-        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels_np, classes=np.asarray(classes), n_files=len(files))
-    except OSError as err:
-        log.warning("could not write the image cache %s (%s); the next start decodes again", cache, err)
-    return torch.from_numpy(images), torch.from_numpy(labels_np), classes
+def content_id(*digests: str) -> str:
+    """A short id of the data (the digests of its parts): equal for equal pixels and labels, whatever the source."""
+    return hashlib.sha256("\0".join(digests).encode()).hexdigest()[:16]
 
 
 def load_torchvision(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,10 +220,18 @@ class CIFAR10DataModule(L.LightningDataModule):
                 raise DataError(f"data.{key}={value} is impossible; it must be >= 1")
         if num_workers < 0:
             raise DataError(f"data.num_workers={num_workers} is impossible; it must be >= 0")
+        if source == Source.synthetic:
+            for key, value, least, why in (
+                ("synthetic_train", synthetic_size[0], 2, "the 80/20 split needs a training and a validation image"),
+                ("synthetic_test", synthetic_size[1], 1, "the test set needs an image"),
+            ):
+                if value < least:
+                    raise DataError(f"data.{key}={value} is impossible; it must be >= {least} ({why})")
         self.source, self.root, self.split_seed, self.subset = source, Path(root), split_seed, subset
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.synthetic_size, self.seed = synthetic_size, seed
         self.num_classes = len(CLASSES)
+        self.content_id: str | None = None  # after setup(): a digest of every train and test pixel and label
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -284,32 +251,34 @@ class CIFAR10DataModule(L.LightningDataModule):
         dm = cls(Source.synthetic.value, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         dm._splits = {"train": train, "val": val, "test": test if test is not None else val}
         dm.split_hash = dm.val_hash = None
+        dm.content_id = content_id(*(digest(x, y.to(torch.int64)) for x, y in dm._splits.values()))
         return dm
 
-    def _load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.source == Source.synthetic:
-            n_train, n_test = self.synthetic_size
-            return (*synthetic_cifar(n_train, seed=1), *synthetic_cifar(n_test, seed=2))
+    def _load(self) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+        """(images, labels, digest of both) for train and test."""
         if self.source == Source.folder:
             if not self.root.is_dir():
                 raise DataError(
                     f"data.root={self.root} does not exist; data.source=folder needs an unpacked CIFAR-10 "
                     "folder (train/<class>/, test/<class>/), e.g. `make data`"
                 )
-            for split in ("train", "test"):  # a missing split fails now, not after decoding the other
-                _list_split(self.root, split)
-            train_x, train_y, classes = load_folder(self.root, "train", self.num_workers)
-            test_x, test_y, test_classes = load_folder(self.root, "test", self.num_workers)
-            if classes != test_classes:
-                raise DataError(f"data.root={self.root}: train/ and test/ hold different class folders")
-            self.num_classes = len(classes)
-            return train_x, train_y, test_x, test_y
-        return (*load_torchvision(self.root, True), *load_torchvision(self.root, False))
+            listings = [list_split(self.root, split) for split in ("train", "test")]  # layout errors before decoding
+            check_classes(self.root, *listings)
+            self.num_classes = len(listings[0].classes)
+            found = [load_listing(listing, self.num_workers) for listing in listings]
+            return [(f.images, f.labels, f.digest) for f in found]
+        if self.source == Source.synthetic:
+            n_train, n_test = self.synthetic_size
+            pairs = [synthetic_cifar(n_train, seed=1), synthetic_cifar(n_test, seed=2)]
+        else:
+            pairs = [load_torchvision(self.root, True), load_torchvision(self.root, False)]
+        return [(x, y, digest(x, y)) for x, y in pairs]
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits:
             return
-        train_x, train_y, test_x, test_y = self._load()
+        (train_x, train_y, train_digest), (test_x, test_y, test_digest) = self._load()
+        self.content_id = content_id(train_digest, test_digest)
         self.full_train_size = len(train_y)
         self.train_idx, self.val_idx = split_indices(len(train_y), self.split_seed, self.subset)
         full_val = split_indices(len(train_y), self.split_seed)[1]

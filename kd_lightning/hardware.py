@@ -1,4 +1,5 @@
-"""Facts about the machine a run uses: whether it trains on a GPU, at what precision, and what to call the device.
+"""Facts about the machine a run uses: whether it trains on a GPU, at what precision, how much memory
+it has, what to call the device, which software versions run, and which process is rank zero.
 
 One place for these choices, so a training run, the benchmark and the run record agree.
 """
@@ -8,9 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 from pathlib import Path
 
+import hydra
+import lightning as L
 import torch
+import torchvision
 
 
 def uses_cuda(accelerator: str) -> bool:
@@ -40,3 +45,26 @@ def device_label(device: torch.device) -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), model)
     return f"cpu ({model}, {os.cpu_count()} cores)"
+
+
+def memory_bytes(accelerator: str) -> tuple[int, str]:
+    """How much memory a run's tensors can use, and what to call it: the first GPU's, or the machine's RAM."""
+    if uses_cuda(accelerator):
+        return torch.cuda.get_device_properties(0).total_memory, "the GPU's memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+
+
+def software_versions() -> dict[str, str]:
+    """The versions a run record keeps beside its results."""
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": L.__version__,
+        "hydra": hydra.__version__,
+    }
+
+
+def is_launch_rank_zero() -> bool:
+    """False in the extra processes a multi-device run starts (they share the run folder of rank 0)."""
+    return all(os.environ.get(v, "0") == "0" for v in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))

@@ -79,6 +79,27 @@ def resnet(depth: int, num_classes: int = 10, width: int = 64) -> ResNet:
     return ResNet(depth, num_classes, width)
 
 
+def estimate(depth: int, width: int, num_classes: int = 10, image_size: int = 32) -> tuple[int, int]:
+    """(parameters, activation values per image) of resnet(depth, num_classes, width), without building it.
+
+    The start-up check uses it to refuse a network the machine cannot hold before allocating any of it.
+    Activations count what a training step keeps for the backward pass: each conv's, BatchNorm's and
+    ReLU's output, and each residual sum.
+    """
+    params = 3 * width * 9 + 2 * width  # stem conv + BatchNorm
+    acts = 3 * width * image_size**2
+    c_in = width
+    for s, stage in enumerate(stage_plan(depth)):
+        c_out, area = width * 2**s, (image_size // 2**s) ** 2
+        for i, n_convs in enumerate(stage):
+            params += c_in * c_out * 9 + 2 * c_out + (n_convs - 1) * (c_out * c_out * 9 + 2 * c_out)
+            if (s > 0 and i == 0) or c_in != c_out:  # 1x1 conv + BatchNorm shortcut
+                params += c_in * c_out + 2 * c_out
+            acts += (3 * n_convs + 2) * c_out * area
+            c_in = c_out
+    return params + c_in * num_classes + num_classes, acts
+
+
 def count_layers(model: nn.Module) -> dict[str, int]:
     """Weighted layers as He et al. count them: 3x3 convs and linear layers (1x1 shortcut convs excluded)."""
     convs = sum(1 for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))

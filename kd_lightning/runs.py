@@ -9,6 +9,8 @@ never leaves half a file behind.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -24,10 +26,15 @@ from typing import Any, NamedTuple
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+LOCK_FILE = ".lock"
 
 
 class RunRecordError(ValueError):
     """A metrics.json that is not JSON, lacks a field, or holds a value of the wrong type."""
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked: trained with other settings, busy, or not writable."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class RunRecord:
     device: str | None = None
     precision: str | None = None
     versions: dict[str, str] | None = None
+    variant: str | None = None  # the run name's tags for settings that differ from the defaults ('' for none)
+    settings: dict[str, Any] | None = None  # everything that changes the result (see run_settings in train.py)
+    fingerprint: str | None = None  # fingerprint(settings): a rerun is skipped or resumed only when it matches
 
     @classmethod
     def from_dict(cls, data: Any) -> RunRecord:
@@ -150,6 +160,76 @@ def iter_runs(runs_dir: Path) -> Iterator[Run]:
             yield Run(path.parent, load_record(path.parent))
         except RunRecordError as err:
             log.warning("skipping a run: %s", err)
+
+
+# ----------------------------------------------------------------------------- settings and ownership
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of a run's settings: equal settings, equal fingerprint, whatever the key order."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def setting_differences(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """'optim.lr 0.2 -> 0.1, trainer.max_epochs 30 -> 60': every key whose value differs, old -> new."""
+    if old is None:
+        return "its settings were not recorded (it was written by an older version)"
+
+    def shown(settings: dict[str, Any], key: str) -> str:
+        return "(none)" if key not in settings else json.dumps(settings[key], default=str).strip('"')
+
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k, ...) != new.get(k, ...))
+    return ", ".join(f"{k} {shown(old, k)} -> {shown(new, k)}" for k in keys)
+
+
+def check_same_settings(what: str, stored: dict[str, Any] | None, settings: dict[str, Any], run_dir: Path) -> None:
+    """RunFolderError naming each differing setting when `what` (a finished run, a checkpoint) has other settings."""
+    if stored is not None and fingerprint(stored) == fingerprint(settings):
+        return
+    raise RunFolderError(
+        f"{what} in {run_dir} was trained with other settings ({setting_differences(stored, settings)}); "
+        "rerun with overwrite=true to replace it, or give this run another paths.root"
+    )
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process: a second process on the same run stops with RunFolderError.
+
+    flock, so a crashed or killed holder releases it at once; the lock file stays (it holds nothing).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunFolderError(
+            f"another process is training the run in {run_dir} right now (the same command started twice?); "
+            "wait for it to end, or give this run another paths.root"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether another process holds run_dir's lock now."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 # ----------------------------------------------------------------------------- atomic files

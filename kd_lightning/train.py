@@ -6,35 +6,53 @@ A run whose metrics.json exists is skipped; an unfinished one resumes from check
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
-import shutil
 import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
-import torchvision
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from kd_lightning import gpus
-from kd_lightning.callbacks import CheckpointOnStop, RunCheckpoint, RunClock
-from kd_lightning.config import ConfigError, Mode, check_config, register
+from kd_lightning import gpus, launch
+from kd_lightning.callbacks import AtomicCheckpointIO, CheckpointOnStop, RunCheckpoint, RunClock, RunSettings
+from kd_lightning.checks import check_config
+from kd_lightning.config import ConfigError, Mode, Source, register, variant
 from kd_lightning.data import CIFAR10DataModule, DataError
-from kd_lightning.hardware import choose_precision, device_label, prepare_backends, uses_cuda
+from kd_lightning.hardware import (
+    choose_precision,
+    device_label,
+    is_launch_rank_zero,
+    prepare_backends,
+    software_versions,
+    uses_cuda,
+)
 from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError, TeacherError, require_teacher_file
-from kd_lightning.runs import METRICS_FILE, RunRecord, RunRecordError, atomic_path, load_record
+from kd_lightning.resume import (
+    clear_run,
+    discard_unstarted,
+    export_teacher,
+    finished_record,
+    restore_teacher_export,
+    resume_checkpoint,
+    save_run_config,
+)
+from kd_lightning.runs import RunFolderError, RunRecord, RunRecordError, fingerprint, run_lock
 
 log = logging.getLogger("kd_lightning")
 # the frozen teacher is in eval mode on purpose; Lightning warns about any such module
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError, RunRecordError)
+USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError, RunRecordError, RunFolderError)
 register()
 gpus.register()
 
@@ -78,7 +96,7 @@ def build_module(cfg: DictConfig, dm: CIFAR10DataModule) -> BaselineModule:
     return module
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, settings: dict[str, Any] | None = None) -> L.Trainer:
     t = cfg.trainer
     prepare_backends(t.accelerator)
     callbacks: list[Callback] = [
@@ -93,6 +111,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         # last.ckpt after every epoch; save_last=True above would skip the epochs that do not improve val/acc
         RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
         RunClock(),
+        RunSettings(settings or {}),
         CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
     ]
     if t.enable_progress_bar:
@@ -108,24 +127,21 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
 
 
-def versions() -> dict[str, str]:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "lightning": L.__version__,
-        "hydra": hydra.__version__,
-    }
-
-
 def run_record(
-    cfg: DictConfig, dm: CIFAR10DataModule, module: BaselineModule, trainer: L.Trainer, test: dict, best_epoch: int
+    cfg: DictConfig,
+    dm: CIFAR10DataModule,
+    module: BaselineModule,
+    trainer: L.Trainer,
+    test: dict,
+    best_epoch: int,
+    settings: dict[str, Any],
 ) -> RunRecord:
     """What metrics.json records: the run's settings, its split, its results, and where it ran."""
     net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
@@ -144,8 +160,8 @@ def run_record(
         test_acc=test["test/acc"],
         epochs=trainer.current_epoch,
         max_epochs=cfg.trainer.max_epochs,
-        teacher_depth=cfg.teacher.depth if has_teacher else None,
-        teacher_width=cfg.teacher.width if has_teacher else None,
+        teacher_depth=(module.teacher_info["depth"] if kd else cfg.teacher.depth) if has_teacher else None,
+        teacher_width=(module.teacher_info["width"] if kd else cfg.teacher.width) if has_teacher else None,
         teacher_ckpt=str(cfg.teacher.ckpt) if has_teacher else None,
         teacher_sha256=module.teacher_info["sha256"] if kd else None,
         alpha=cfg.kd.alpha if kd else None,
@@ -165,35 +181,91 @@ def run_record(
         train_images_per_second=round(trainer.current_epoch * sizes["n_train"] / max(clock.seconds, 1e-9), 1),
         device=device_label(trainer.strategy.root_device),
         precision=str(trainer.precision),
-        versions=versions(),
+        versions=software_versions(),
+        variant=variant(cfg),
+        settings=settings,
+        fingerprint=fingerprint(settings),
     )
+
+
+def run_settings(cfg: DictConfig, dm: CIFAR10DataModule, module: BaselineModule) -> dict[str, Any]:
+    """Every setting that changes the result, as `key: value` (keys named as in the config); paths,
+    launchers, logging and device placement are left out. Stored in metrics.json and every checkpoint."""
+    key = "teacher" if cfg.mode == Mode.teacher else "student"
+    settings = {
+        "mode": cfg.mode.value,
+        f"{key}.depth": cfg[key].depth,
+        f"{key}.width": cfg[key].width,
+        "seed": cfg.seed,
+        "data.source": cfg.data.source,
+        "data.content_id": dm.content_id,
+        "data.split_seed": cfg.data.split_seed,
+        "data.subset": cfg.data.subset,
+        "data.batch_size": cfg.data.batch_size,
+        **{f"optim.{k}": v for k, v in module.hparams.optim.items()},
+        "trainer.max_epochs": cfg.trainer.max_epochs,
+        "trainer.precision": choose_precision(cfg.trainer.accelerator, cfg.trainer.precision),
+    }
+    if cfg.data.source == Source.synthetic:  # named beside the content id, so a refusal says which changed
+        settings |= {"data.synthetic_train": cfg.data.synthetic_train, "data.synthetic_test": cfg.data.synthetic_test}
+    if cfg.mode == Mode.kd:
+        settings |= {
+            "kd.alpha": cfg.kd.alpha,
+            "kd.temperature": cfg.kd.temperature,
+            "teacher.sha256": module.teacher_info["sha256"],
+        }
+    return settings
+
+
+def check_teacher_architecture(cfg: DictConfig, module: DistillModule) -> None:
+    """The teacher's depth and width come from its checkpoint; a config that says otherwise is refused,
+    so the run name and metrics.json never describe a teacher the run did not use."""
+    info = module.teacher_info
+    if (info["depth"], info["width"]) != (cfg.teacher.depth, cfg.teacher.width):
+        raise TeacherError(
+            f"teacher.ckpt={cfg.teacher.ckpt} holds a ResNet-{info['depth']} of width {info['width']}, but "
+            f"teacher.depth={cfg.teacher.depth} teacher.width={cfg.teacher.width} say otherwise; "
+            f"set teacher.depth={info['depth']} teacher.width={info['width']}"
+        )
 
 
 def train(cfg: DictConfig) -> RunRecord:
     """Run (or skip, or resume) the run `cfg` describes; return what it wrote to metrics.json."""
     check_config(cfg)
     run_dir = Path(cfg.paths.run_dir)
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.exists() and not cfg.overwrite:
-        record = load_record(run_dir)
-        log.info(record.summary_line(" (already done; skipped, overwrite=true retrains)"))
-        return record
+    try:
+        with run_lock(run_dir) if is_launch_rank_zero() else contextlib.nullcontext():
+            return _train(cfg, run_dir)
+    except Exception:
+        discard_unstarted(run_dir)  # a run that never started training leaves no folder behind
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
     if cfg.mode == Mode.kd:
         require_teacher_file(cfg.teacher.ckpt)
-
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
+    if isinstance(module, DistillModule):
+        check_teacher_architecture(cfg, module)
+    settings = run_settings(cfg, dm, module)
+
+    record = None if cfg.overwrite else finished_record(run_dir, settings)
+    if record is not None:
+        if cfg.mode == Mode.teacher:
+            restore_teacher_export(run_dir, Path(cfg.teacher.ckpt))
+        log.info(record.summary_line(" (already done; skipped, overwrite=true retrains)"))
+        return record
     if cfg.overwrite:  # only now: a bad override must not cost the user the finished run
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        shutil.rmtree(run_dir / "tb", ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-    trainer = build_trainer(cfg, run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        log.info("resuming from %s", last)
+        clear_run(run_dir)
+    resume = resume_checkpoint(run_dir, settings)
+    save_run_config(run_dir, cfg)
+    trainer = build_trainer(cfg, run_dir, settings)
+    if resume is not None:
+        log.info("resuming from %s", resume)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         if trainer.interrupted:
             raise KeyboardInterrupt
         best_ckpt = Path(trainer.checkpoint_callback.best_model_path)  # the first ModelCheckpoint: by val/acc
@@ -203,22 +275,12 @@ def train(cfg: DictConfig) -> RunRecord:
     best_epoch = torch.load(best_ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
 
     if cfg.mode == Mode.teacher:
-        dest = Path(cfg.teacher.ckpt)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(best_ckpt, tmp)
-
-    record = run_record(cfg, dm, module, trainer, test, best_epoch)
+        export_teacher(best_ckpt, Path(cfg.teacher.ckpt))
+    record = run_record(cfg, dm, module, trainer, test, best_epoch, settings)
     if trainer.is_global_zero:
         record.write(run_dir)
         log.info(record.summary_line())
     return record
-
-
-def _discard_unstarted(run_dir: Path) -> None:
-    """Remove the folder Hydra made for a run that failed before training: no half-written results."""
-    if run_dir.is_dir() and not any((run_dir / p).exists() for p in ("checkpoints", "tb", "metrics.json")):
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # an absolute path: the same conf/ whether this file runs as __main__ or is imported by a launcher
@@ -234,7 +296,9 @@ def main(cfg: DictConfig) -> float:
             raise
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        _discard_unstarted(Path(cfg.paths.run_dir))
+        discard_unstarted(Path(cfg.paths.run_dir))
+        if launch.in_multirun() and launch.record_failure(cfg.run_name, str(err)):
+            return math.nan  # the sweep goes on; it lists this run and exits non-zero at its end
         sys.exit(2)
     return record.best_val_acc  # what a sweeper maximises: validation, never test
 

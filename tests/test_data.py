@@ -117,14 +117,14 @@ def write_folder(root, n_per_class=3, classes=("cat", "dog"), size=32, splits=("
     return root
 
 
-def test_folder_source_reads_classes_in_sorted_order_and_caches(tmp_path):
+def test_folder_source_reads_classes_in_sorted_order_and_caches(tmp_path, monkeypatch):
     root = write_folder(tmp_path, classes=("dog", "cat"))
     x, y, classes = load_folder(root, "train")
     assert classes == ["cat", "dog"] and x.shape == (6, 3, 32, 32) and y.tolist() == [0, 0, 0, 1, 1, 1]
-    assert (root / ".train-uint8-v1.npz").exists()
+    assert (root / ".train-uint8-v2.npz").exists()
     first = Image.open(root / "train" / "cat" / "0.png")
     assert torch.equal(x[0], torch.from_numpy(np.array(first)).permute(2, 0, 1))
-    (root / "train" / "cat" / "0.png").write_bytes(b"now unreadable, but the cache is used")
+    monkeypatch.setattr("kd_lightning.images._decode", lambda path: pytest.fail(f"decoded {path}: cache not used"))
     x2, _, _ = load_folder(root, "train")
     assert torch.equal(x, x2)
 

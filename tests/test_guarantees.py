@@ -15,7 +15,9 @@ import torch
 from conftest import ROOT, make_cfg
 
 DATA = ["data.synthetic_train=1000", "data.synthetic_test=200"]  # 800 training, 200 validation images
-TEACHER_RUN, KD_RUN, BASELINE_RUN = "teacher-r6-w8-s0", "kd-r3-w8-t6-a0.5-T4-s0", "baseline-r3-w8-s0"
+# run names carry the settings that differ from the defaults: batch 128 (data=synthetic) and the epochs
+TEACHER_RUN, KD_RUN = "teacher-r6-w8-s0-b128-e2", "kd-r3-w8-t6-a0.5-T4-s0-b128-e3"
+BASELINE_RUN = "baseline-r3-w8-s0-b128-e1"
 KD_EPOCHS = 3
 
 # `python -m kd_lightning.train ARGS` with one addition: it keeps the DistillModule that main() built,
@@ -145,7 +147,7 @@ def test_kd_refuses_a_teacher_trained_on_another_split_seed(teacher, tmp_path):
     cfg = make_cfg(tmp_path, "mode=kd", "data.split_seed=1", f"teacher.ckpt={teacher}/teachers/r6-w8-s0.ckpt", *DATA)
     with pytest.raises(TeacherError, match="another train/val split .* data.split_seed"):
         train(cfg)
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs" / cfg.run_name).exists()  # no folder left for a run that never started
 
 
 # ----------------------------------------------------------------------------- NaN

@@ -64,11 +64,11 @@ def test_make_reproduce_runs_end_to_end_and_a_rerun_trains_nothing(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     runs = finished_runs(tmp_path)
     assert sorted(runs) == [
-        "baseline-r3-w8-s0",
-        "baseline-r4-w8-s0",
-        "kd-r3-w8-t6-a0.5-T4-s0",
-        "kd-r4-w8-t6-a0.5-T4-s0",
-        "teacher-r6-w8-s0",
+        "baseline-r3-w8-s0-b128-e1",
+        "baseline-r4-w8-s0-b128-e1",
+        "kd-r3-w8-t6-a0.5-T4-s0-b128-e1",
+        "kd-r4-w8-t6-a0.5-T4-s0-b128-e1",
+        "teacher-r6-w8-s0-b128-e1",
     ]
     assert all(m["data_source"] == "synthetic" and m["epochs"] == 1 for m in runs.values())
     report = tmp_path / "report"
@@ -101,7 +101,7 @@ def test_submitit_local_multirun_over_two_depths_writes_one_run_folder_each(tmp_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = finished_runs(tmp_path)
-    assert sorted(runs) == ["baseline-r3-w8-s0", "baseline-r4-w8-s0"]
+    assert sorted(runs) == ["baseline-r3-w8-s0-b128-e1", "baseline-r4-w8-s0-b128-e1"]
     assert [m["depth"] for m in runs.values()] == [3, 4]
     assert list((tmp_path / "runs" / ".submitit").glob("*/*_result.pkl")), "the jobs did not go through submitit"
 
@@ -121,7 +121,7 @@ def test_gpus_launcher_runs_parallel_jobs_into_their_own_run_folders(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "n_jobs=2" in result.stdout + result.stderr
     runs = finished_runs(tmp_path)
-    assert sorted(runs) == ["baseline-r3-w8-s0", "baseline-r4-w8-s0"]
+    assert sorted(runs) == ["baseline-r3-w8-s0-b128-e1", "baseline-r4-w8-s0-b128-e1"]
     assert all(m["run_name"] == name for name, m in runs.items())
 
 

@@ -43,7 +43,7 @@ CASES = [
         "student-depth-not-int", ["student.depth=abc"], ["student.depth=abc", "could not be converted to Integer"], rc=1
     ),
     Case("alpha-above-one", ["kd.alpha=1.5"], ["kd.alpha=1.5", "[0, 1]"]),
-    Case("temperature-zero", ["kd.temperature=0"], ["kd.temperature=0", "> 0"]),
+    Case("temperature-zero", ["kd.temperature=0"], ["kd.temperature=0", "(0, 100]"]),
     Case("batch-size-zero", ["mode=baseline", "data.batch_size=0"], ["data.batch_size=0", ">= 1"]),
     Case("unknown-key", ["stuent.depth=3"], ["'stuent.depth'", "not in 'Config'"], rc=1),
     Case("unknown-nested-key", ["data.sorce=folder"], ["'data.sorce'", "not in 'DataConfig'"], rc=1),
@@ -124,7 +124,7 @@ def make_workspace(ws: Path) -> Path:
     import torch
     from PIL import Image
 
-    from kd_lightning.data import index_hash, split_indices
+    from kd_lightning.data import CLASSES, index_hash, split_indices
     from kd_lightning.modules import BaselineModule
 
     ws.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def make_workspace(ws: Path) -> Path:
     pixels = np.zeros((32, 32, 3), dtype=np.uint8)
     for root, splits in [("no-test", ["train"]), ("broken", ["train", "test"])]:
         for split in splits:
-            for cls in ("cat", "dog"):
+            for cls in CLASSES:
                 (ws / root / split / cls).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels).save(ws / root / split / cls / "ok.png")
     (ws / "broken" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG truncated")

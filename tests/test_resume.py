@@ -36,7 +36,7 @@ ARGS = [
     "data.synthetic_test=200",
     f"data.batch_size={BATCH}",
 ]
-RUN = "runs/baseline-r3-w8-s0"
+RUN = f"runs/baseline-r3-w8-s0-b{BATCH}-e{EPOCHS}"
 
 
 def command(root: Path) -> list[str]:
@@ -135,14 +135,15 @@ def test_sigterm_saves_a_checkpoint_where_it_stopped_and_the_same_run_finishes(t
             os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends before it preempts
 
     cfg = make_cfg(tmp_path, *args)
-    last = tmp_path / RUN / "checkpoints" / "last.ckpt"
+    run_dir = Path(cfg.paths.run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
     with monkeypatch.context() as m:
         m.setattr(BaselineModule, "on_train_batch_end", preempted)
         with pytest.raises(SystemExit) as stop:
             train(cfg)
     assert stop.value.code == 128 + signal.SIGTERM  # a failure to the scheduler, so it runs the job again
     assert ckpt_state(last) == (1, stop_at)
-    assert not (tmp_path / RUN / "metrics.json").exists()
+    assert not (run_dir / "metrics.json").exists()
     metrics = train(make_cfg(tmp_path, *args)).to_dict()
     assert metrics["epochs"] == 2
     assert ckpt_state(last) == (1, 2 * steps)  # the steps before the stop are not run twice
@@ -173,13 +174,11 @@ def test_overwrite_true_retrains_a_finished_run(killed_and_resumed, tmp_path):
 
     root = copy_of_finished_run(killed_and_resumed, tmp_path)
     old_events = set((root / RUN / "tb").glob("events.out.tfevents.*"))
-    # the same run folder (its name ignores epochs and data size), retrained for one short epoch
-    metrics = train(
-        make_cfg(root, *ARGS, "overwrite=true", "trainer.max_epochs=1", "data.synthetic_train=500")
-    ).to_dict()
-    assert metrics["epochs"] == 1 and metrics["n_train"] == 400
+    # the same run folder (its name leaves out the synthetic data size), retrained on fewer images
+    metrics = train(make_cfg(root, *ARGS, "overwrite=true", "data.synthetic_train=500")).to_dict()
+    assert metrics["epochs"] == EPOCHS and metrics["n_train"] == 400
     assert json.loads((root / RUN / "metrics.json").read_text()) == metrics
-    assert ckpt_state(root / RUN / "checkpoints" / "last.ckpt") == (0, 400 // BATCH)
+    assert ckpt_state(root / RUN / "checkpoints" / "last.ckpt") == (EPOCHS - 1, EPOCHS * (400 // BATCH))
     assert not old_events & set((root / RUN / "tb").glob("events.out.tfevents.*"))  # old curves gone
 
 

@@ -45,9 +45,9 @@ def test_teacher_then_kd_multirun_write_complete_run_folders(tmp_path):
     assert "kd       ResNet-3 w8 a=0.5 T=4 seed 0: val" in kd.stdout  # one summary line per run
 
     for name, mode, depth in [
-        ("teacher-r6-w8-s0", "teacher", 6),
-        ("kd-r3-w8-t6-a0.5-T4-s0", "kd", 3),
-        ("kd-r4-w8-t6-a0.5-T4-s0", "kd", 4),
+        ("teacher-r6-w8-s0-b128-e2", "teacher", 6),
+        ("kd-r3-w8-t6-a0.5-T4-s0-b128-e2", "kd", 3),
+        ("kd-r4-w8-t6-a0.5-T4-s0-b128-e2", "kd", 4),
     ]:
         run = tmp_path / "runs" / name
         metrics = json.loads((run / "metrics.json").read_text())
@@ -65,10 +65,11 @@ def test_teacher_then_kd_multirun_write_complete_run_folders(tmp_path):
 
 
 def test_run_folder_name_is_derived_from_the_config(tmp_path):
-    assert make_cfg(tmp_path, "mode=teacher").run_name == "teacher-r6-w8-s0"
-    assert make_cfg(tmp_path, "mode=baseline", "student.depth=5", "seed=2").run_name == "baseline-r5-w8-s2"
+    # smoke's batch 128 and 2 epochs differ from the defaults: their tags end the name
+    assert make_cfg(tmp_path, "mode=teacher").run_name == "teacher-r6-w8-s0-b128-e2"
+    assert make_cfg(tmp_path, "mode=baseline", "student.depth=5", "seed=2").run_name == "baseline-r5-w8-s2-b128-e2"
     cfg = make_cfg(tmp_path, "mode=kd", "student.depth=3", "kd.alpha=0.9", "kd.temperature=2")
-    assert cfg.run_name == "kd-r3-w8-t6-a0.9-T2-s0"
+    assert cfg.run_name == "kd-r3-w8-t6-a0.9-T2-s0-b128-e2"
     assert cfg.teacher.ckpt == f"{tmp_path}/teachers/r6-w8-s0.ckpt"
 
 
@@ -99,6 +100,6 @@ def test_resnet4_beats_chance_after_one_epoch_on_real_images(tmp_path, cifar_jpe
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "runs" / "baseline-r4-w16-s0" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "runs" / "baseline-r4-w16-s0-n5000-b128-e1" / "metrics.json").read_text())
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (5000, 1250, 10000)
     assert metrics["best_val_acc"] > 0.2  # chance is 0.1

@@ -1,0 +1,150 @@
+"""Start-up checks of a run's config, before anything is loaded or written.
+
+Hydra's types already refuse unknown keys and wrong types. These checks cover the rest: every
+key's range, finite numbers, relations between keys, trainer settings against this machine, and
+whether the networks fit in its memory (estimated from the architecture, before building it).
+Each failure is one ConfigError sentence naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from kd_lightning.config import ConfigError, Mode, Schedule, Source, allowed, values
+from kd_lightning.hardware import memory_bytes, uses_cuda
+from kd_lightning.models import estimate
+
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32-bit seeds
+MAX_TEMPERATURE = 100.0  # beyond it softened probabilities differ by less than float32 resolves
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+MEMORY_SHARE = 0.9  # of the device's memory a run may plan to use
+
+
+def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v and (hi is None or v <= hi)
+
+    return ok, f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+
+def _number(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> tuple[Callable, str]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+
+    if hi == math.inf:
+        return ok, f"a finite number {'>' if lo_open else '>='} {lo:g}"
+    return ok, f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def _one_of(choices: set[str] | tuple[str, ...], text: str) -> tuple[Callable, str]:
+    return (lambda v: v in choices), text
+
+
+def _optional(rule: tuple[Callable, str]) -> tuple[Callable, str]:
+    ok, text = rule
+    return (lambda v: v is None or ok(v)), f"null or {text}"
+
+
+_NON_EMPTY = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty path"
+
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _int(0, MAX_SEED),
+    "student.depth": _int(3),
+    "student.width": _int(1),
+    "teacher.depth": _int(3),
+    "teacher.width": _int(1),
+    "teacher.ckpt": _NON_EMPTY,
+    "kd.alpha": _number(0, 1),
+    "kd.temperature": _number(0, MAX_TEMPERATURE, lo_open=True),
+    "data.source": _one_of(values(Source), allowed(Source)),
+    "data.root": _NON_EMPTY,
+    "data.split_seed": _int(0, MAX_SEED),
+    "data.subset": _optional(_int(1)),
+    "data.batch_size": _int(1),
+    "data.eval_batch_size": _int(1),
+    "data.num_workers": _int(0),
+    "optim.lr": _number(0, math.inf, lo_open=True),
+    "optim.momentum": _number(0, 1, hi_open=True),
+    "optim.weight_decay": _number(0, math.inf),
+    "optim.schedule": _one_of(values(Schedule), allowed(Schedule)),
+    "optim.label_smoothing": _number(0, 1, hi_open=True),
+    "trainer.max_epochs": _int(1),
+    "trainer.accelerator": _one_of(ACCELERATORS, ", ".join(ACCELERATORS)),
+    "trainer.precision": _optional(_one_of(PRECISIONS, ", ".join(PRECISIONS))),
+    "trainer.log_every_n_steps": _int(1),
+    "paths.root": _NON_EMPTY,
+    "gpu_pool.jobs_per_gpu": _int(1),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first key whose value is not allowed or that this machine cannot run."""
+    for key, (ok, what) in RULES.items():
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            shown = "" if value == "" else value
+            raise ConfigError(f"{key}={shown} is not allowed; it must be {what}")
+    if cfg.optim.nesterov and cfg.optim.momentum == 0:
+        raise ConfigError(
+            "optim.momentum=0 is not allowed with optim.nesterov=true: Nesterov momentum needs "
+            "optim.momentum > 0 (or set optim.nesterov=false)"
+        )
+    check_devices(cfg.trainer)
+    check_memory(cfg)
+
+
+def check_devices(trainer: DictConfig) -> None:
+    """trainer.accelerator, devices and precision against the GPUs torch sees."""
+    accelerator, devices = str(trainer.accelerator), trainer.devices
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} is not possible: torch sees no CUDA GPU on this machine; "
+            "use trainer.accelerator=cpu, or auto (a GPU when there is one)"
+        )
+    on_gpu = uses_cuda(accelerator)
+    available = gpus if on_gpu else None
+    where = f"this machine has {gpus} GPU(s)" if on_gpu else "a CPU run takes a number of processes"
+    if isinstance(devices, (list, ListConfig)):
+        ids = list(devices)
+        bad = not ids or any(not isinstance(i, int) or i < 0 or (available and i >= available) for i in ids)
+        if bad or (not on_gpu and accelerator != "auto"):
+            raise ConfigError(
+                f"trainer.devices={ids} is not allowed; it must be a list of GPU ids below {gpus}, a number >= 1 "
+                f"or auto ({where})"
+            )
+    elif devices != "auto":
+        if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+            raise ConfigError(f"trainer.devices={devices} is not allowed; it must be a number >= 1, a list or auto")
+        if available is not None and devices > available:
+            raise ConfigError(f"trainer.devices={devices} is not possible: {where}")
+    if on_gpu and str(trainer.precision).startswith("bf16") and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"trainer.precision={trainer.precision} is not possible on this GPU (no bfloat16); use 16-mixed or 32-true"
+        )
+
+
+def check_memory(cfg: DictConfig) -> None:
+    """Refuse a network whose parameters, optimiser state and activations cannot fit in memory."""
+    budget, where = memory_bytes(cfg.trainer.accelerator)
+    key = "teacher" if cfg.mode == Mode.teacher else "student"
+    net, batch = cfg[key], cfg.data.batch_size
+    params, acts = estimate(net.depth, net.width)
+    # weights, gradients, momentum and a mixed-precision copy; the activations kept for the backward pass
+    need = 16 * params + 4 * acts * batch
+    if cfg.mode == Mode.kd:  # the frozen teacher's weights
+        need += 4 * estimate(cfg.teacher.depth, cfg.teacher.width)[0]
+    if need > MEMORY_SHARE * budget:
+        raise ConfigError(
+            f"{key}.depth={net.depth} {key}.width={net.width} needs about {need / 2**30:,.1f} GiB of memory "
+            f"({params / 1e6:,.1f} M parameters, batch {batch}), more than {where} ({budget / 2**30:,.1f} GiB); "
+            "choose a smaller depth, width or data.batch_size"
+        )
