@@ -15,26 +15,31 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from kd_lightning.runs import RunFolderError, atomic_path, fingerprint
+from kd_lightning.runs import CHECKPOINT_KEY, RunFolderError, atomic_path, fingerprint
 
 log = logging.getLogger("kd_lightning")
-SETTINGS_KEY = "kd_lightning_settings"  # where a checkpoint keeps the settings of the run that wrote it
 
 
 def checkpoint_settings(path: Path) -> dict[str, Any] | None:
     """The settings stored in a checkpoint (None when it has none); any read error propagates."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return ckpt.get(SETTINGS_KEY, {}).get("settings")
+    return ckpt.get(CHECKPOINT_KEY, {}).get("settings")
 
 
 class RunSettings(Callback):
-    """Stores the run's settings in every checkpoint, so a resume can refuse a checkpoint of other settings."""
+    """Stores the run's settings in every checkpoint, so a resume can refuse a checkpoint of other settings,
+    and its name and lineage, so a run that distils from the checkpoint records where its teacher came from."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
+    def __init__(self, settings: dict[str, Any], run_name: str = "", lineage: list | None = None) -> None:
+        self.settings, self.run_name, self.lineage = settings, run_name, lineage or []
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint[SETTINGS_KEY] = {"settings": self.settings, "fingerprint": fingerprint(self.settings)}
+        checkpoint[CHECKPOINT_KEY] = {
+            "settings": self.settings,
+            "fingerprint": fingerprint(self.settings),
+            "run_name": self.run_name,
+            "lineage": self.lineage,
+        }
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

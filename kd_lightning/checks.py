@@ -15,15 +15,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kd_lightning.config import ConfigError, Mode, Schedule, Source, allowed, values
+from kd_lightning.config import ConfigError, Divergence, Method, Mode, Reading, Schedule, Source, allowed, values
 from kd_lightning.hardware import memory_bytes, uses_cuda
-from kd_lightning.models import estimate
+from kd_lightning.models import estimate, net_plan
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32-bit seeds
 MAX_TEMPERATURE = 100.0  # beyond it softened probabilities differ by less than float32 resolves
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 MEMORY_SHARE = 0.9  # of the device's memory a run may plan to use
+MAX_DKD_WEIGHT = 1000.0  # beyond it the distillation terms swamp the cross-entropy in any precision
 
 
 def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
@@ -53,19 +54,33 @@ def _optional(rule: tuple[Callable, str]) -> tuple[Callable, str]:
     return (lambda v: v is None or ok(v)), f"null or {text}"
 
 
-_NON_EMPTY = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty path"
+def _path(what: str) -> tuple[Callable, str]:
+    return (lambda v: isinstance(v, str) and v.strip() != ""), f"a non-empty path to {what}"
+
+
+def _shown(value: Any) -> str:
+    """A value as the user typed it: 1000 rather than 1000.0, null rather than None."""
+    return f"{value:g}" if isinstance(value, float) else "null" if value is None else str(value)
+
 
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _int(0, MAX_SEED),
     "student.depth": _int(3),
     "student.width": _int(1),
+    "student.reading": _one_of(values(Reading), allowed(Reading)),
     "teacher.depth": _int(3),
     "teacher.width": _int(1),
-    "teacher.ckpt": _NON_EMPTY,
+    "teacher.reading": _one_of(values(Reading), allowed(Reading)),
+    "teacher.ckpt": _path("a teacher run's checkpoint"),
+    "kd.method": _one_of(values(Method), allowed(Method)),
     "kd.alpha": _number(0, 1),
     "kd.temperature": _number(0, MAX_TEMPERATURE, lo_open=True),
+    "kd.divergence": _one_of(values(Divergence), allowed(Divergence)),
+    "kd.dkd.alpha": _number(0, MAX_DKD_WEIGHT),
+    "kd.dkd.beta": _number(0, MAX_DKD_WEIGHT),
+    "kd.dkd.warmup_epochs": _int(0),
     "data.source": _one_of(values(Source), allowed(Source)),
-    "data.root": _NON_EMPTY,
+    "data.root": _path("the data folder"),
     "data.split_seed": _int(0, MAX_SEED),
     "data.subset": _optional(_int(1)),
     "data.batch_size": _int(1),
@@ -77,10 +92,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optim.schedule": _one_of(values(Schedule), allowed(Schedule)),
     "optim.label_smoothing": _number(0, 1, hi_open=True),
     "trainer.max_epochs": _int(1),
-    "trainer.accelerator": _one_of(ACCELERATORS, ", ".join(ACCELERATORS)),
-    "trainer.precision": _optional(_one_of(PRECISIONS, ", ".join(PRECISIONS))),
+    "trainer.accelerator": _one_of(ACCELERATORS, "one of " + ", ".join(ACCELERATORS)),
+    "trainer.precision": _optional(_one_of(PRECISIONS, "one of " + ", ".join(PRECISIONS))),
     "trainer.log_every_n_steps": _int(1),
-    "paths.root": _NON_EMPTY,
+    "paths.root": _path("the output folder"),
     "gpu_pool.jobs_per_gpu": _int(1),
 }
 
@@ -90,13 +105,17 @@ def check_config(cfg: DictConfig) -> None:
     for key, (ok, what) in RULES.items():
         value = OmegaConf.select(cfg, key)
         if not ok(value):
-            shown = "" if value == "" else value
-            raise ConfigError(f"{key}={shown} is not allowed; it must be {what}")
+            raise ConfigError(f"{key}={_shown(value)} is not allowed; it must be {what}")
     if cfg.optim.nesterov and cfg.optim.momentum == 0:
         raise ConfigError(
             "optim.momentum=0 is not allowed with optim.nesterov=true: Nesterov momentum needs "
             "optim.momentum > 0 (or set optim.nesterov=false)"
         )
+    for key in ("student", "teacher"):
+        try:
+            net_plan(cfg[key].depth, cfg[key].reading, cfg[key].plan)
+        except ValueError as err:
+            raise ConfigError(f"{key}.{err}") from None
     check_devices(cfg.trainer)
     check_memory(cfg)
 
@@ -111,21 +130,23 @@ def check_devices(trainer: DictConfig) -> None:
             "use trainer.accelerator=cpu, or auto (a GPU when there is one)"
         )
     on_gpu = uses_cuda(accelerator)
-    available = gpus if on_gpu else None
-    where = f"this machine has {gpus} GPU(s)" if on_gpu else "a CPU run takes a number of processes"
     if isinstance(devices, (list, ListConfig)):
         ids = list(devices)
-        bad = not ids or any(not isinstance(i, int) or i < 0 or (available and i >= available) for i in ids)
-        if bad or (not on_gpu and accelerator != "auto"):
+        if not on_gpu:  # Lightning's CPU accelerator takes a number of processes only
+            raise ConfigError(
+                f"trainer.devices={ids} is not allowed on the CPU: a list names GPU ids; "
+                "give a number of processes >= 1 or auto"
+            )
+        if not ids or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < gpus for i in ids):
             raise ConfigError(
                 f"trainer.devices={ids} is not allowed; it must be a list of GPU ids below {gpus}, a number >= 1 "
-                f"or auto ({where})"
+                f"or auto (this machine has {gpus} GPU(s))"
             )
     elif devices != "auto":
         if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
             raise ConfigError(f"trainer.devices={devices} is not allowed; it must be a number >= 1, a list or auto")
-        if available is not None and devices > available:
-            raise ConfigError(f"trainer.devices={devices} is not possible: {where}")
+        if on_gpu and devices > gpus:
+            raise ConfigError(f"trainer.devices={devices} is not possible: this machine has {gpus} GPU(s)")
     if on_gpu and str(trainer.precision).startswith("bf16") and not torch.cuda.is_bf16_supported():
         raise ConfigError(
             f"trainer.precision={trainer.precision} is not possible on this GPU (no bfloat16); use 16-mixed or 32-true"
@@ -137,14 +158,14 @@ def check_memory(cfg: DictConfig) -> None:
     budget, where = memory_bytes(cfg.trainer.accelerator)
     key = "teacher" if cfg.mode == Mode.teacher else "student"
     net, batch = cfg[key], cfg.data.batch_size
-    params, acts = estimate(net.depth, net.width)
+    params, acts, _ = estimate(net_plan(net.depth, net.reading, net.plan), net.width)
     # weights, gradients, momentum and a mixed-precision copy; the activations kept for the backward pass
     need = 16 * params + 4 * acts * batch
     if cfg.mode == Mode.kd:  # the frozen teacher's weights
-        need += 4 * estimate(cfg.teacher.depth, cfg.teacher.width)[0]
+        need += 4 * estimate(net_plan(cfg.teacher.depth, cfg.teacher.reading, cfg.teacher.plan), cfg.teacher.width)[0]
     if need > MEMORY_SHARE * budget:
         raise ConfigError(
-            f"{key}.depth={net.depth} {key}.width={net.width} needs about {need / 2**30:,.1f} GiB of memory "
-            f"({params / 1e6:,.1f} M parameters, batch {batch}), more than {where} ({budget / 2**30:,.1f} GiB); "
-            "choose a smaller depth, width or data.batch_size"
+            f"{key}.depth={net.depth} {key}.width={net.width} with data.batch_size={batch} needs about "
+            f"{need / 2**30:,.1f} GiB of memory ({params:,} parameters), more than {where} "
+            f"({budget / 2**30:,.1f} GiB); choose a smaller depth, width or data.batch_size"
         )

@@ -6,8 +6,10 @@ anything is written. The run name is derived from the config here."""
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -20,6 +22,27 @@ class Mode(Enum):
     teacher = "teacher"
     baseline = "baseline"
     kd = "kd"
+
+
+class Reading(str, Enum):
+    """How a depth becomes a stage plan (kd_lightning/models.py explains both)."""
+
+    blocks = "blocks"  # two-conv blocks first, stages filled in order (ResNet-6 = [[2], [2]])
+    stages = "stages"  # the convs spread over up to four stages (ResNet-6 = [[1], [1], [1], [1]])
+
+
+class Method(str, Enum):
+    """How a kd run distils (kd_lightning/losses.py)."""
+
+    kd = "kd"  # Hinton et al.: alpha * T^2 * KL + (1 - alpha) * CE
+    dkd = "dkd"  # decoupled KD (Zhao et al., 2022): CE + alpha * TCKD + beta * NCKD
+
+
+class Divergence(str, Enum):
+    """Which KL direction plain KD takes."""
+
+    forward = "forward"  # KL(teacher || student): Hinton's form, the PyTorch tutorial's computation
+    reverse = "reverse"  # KL(student || teacher): the study's formula read literally
 
 
 class Source(str, Enum):
@@ -52,20 +75,36 @@ def values(enum: type[Enum]) -> set[str]:
 class StudentConfig:
     depth: int = 4  # weighted layers, He et al.'s count (ResNet-18 = 18)
     width: int = 64  # channels of the first stage; stages use w, 2w, 4w, 8w
+    reading: str = Reading.blocks.value  # a Reading: how the depth becomes a stage plan (blocks | stages)
+    plan: list[list[int]] | None = None  # conv count of each unit per stage, e.g. [[1],[1],[1],[1]]; sets depth
 
 
 @dataclass
 class TeacherConfig:
     depth: int = 10
     width: int = 64
-    # a teacher run writes its best checkpoint here; a kd run reads it
-    ckpt: str = "${paths.root}/teachers/r${teacher.depth}-w${teacher.width}-s${seed}.ckpt"
+    reading: str = Reading.blocks.value
+    plan: list[list[int]] | None = None
+    # a teacher run writes its best checkpoint here; a kd run reads it (any finished run's best.ckpt works)
+    ckpt: str = "${paths.root}/teachers/${kd_teacher_file:}"
+
+
+@dataclass
+class DKDConfig:
+    """Decoupled KD's weights, the paper's CIFAR defaults (Zhao et al., 2022)."""
+
+    alpha: float = 1.0  # weight of TCKD, the target-vs-rest part
+    beta: float = 8.0  # weight of NCKD, the part among the non-target classes
+    warmup_epochs: int = 20  # the distillation weight ramps up linearly over these first epochs
 
 
 @dataclass
 class KDConfig:
-    alpha: float = 0.5  # weight of the T^2 * KL term; 1 - alpha weighs the cross-entropy
-    temperature: float = 4.0
+    method: str = Method.kd.value  # a Method: kd | dkd
+    alpha: float = 0.5  # kd: weight of the T^2 * KL term; 1 - alpha weighs the cross-entropy
+    temperature: float = 4.0  # both methods
+    divergence: str = Divergence.forward.value  # kd: a Divergence, forward | reverse
+    dkd: DKDConfig = field(default_factory=DKDConfig)
 
 
 @dataclass
@@ -181,13 +220,51 @@ def variant(cfg: DictConfig) -> str:
     return "-".join(tags)
 
 
+def _depth_and_layout(net: DictConfig) -> tuple[int, str]:
+    """(depth, '' | 'stages' | 'p1_1_1_1'): a plan sets the depth; a default reading adds nothing."""
+    if net.plan is not None:
+        return 2 + sum(sum(stage) for stage in net.plan), "p" + "_".join("".join(map(str, st)) for st in net.plan)
+    return net.depth, "" if net.reading == Reading.blocks else str(net.reading)
+
+
+def net_tag(net: DictConfig) -> str:
+    """'r6-w64', 'r6-w64-stages' or 'r6-w64-p1_1_1_1'."""
+    depth, layout = _depth_and_layout(net)
+    return f"r{depth}-w{net.width}" + (f"-{layout}" if layout else "")
+
+
+def teacher_file(_root_: DictConfig) -> str:
+    """The teacher export's file name under paths.root/teachers: r10-w64-s0.ckpt."""
+    return f"{net_tag(_root_.teacher)}-s{_root_.seed}.ckpt"
+
+
+def teacher_tag(cfg: DictConfig) -> str:
+    """'t10' for the teacher export, 'tkd6' for a kd run's checkpoint (an assistant), 't6x1a2b3c' for another file."""
+    depth, layout = _depth_and_layout(cfg.teacher)
+    ckpt = Path(str(cfg.teacher.ckpt))
+    if ckpt == Path(str(cfg.paths.root)) / "teachers" / teacher_file(cfg):
+        return f"t{depth}{layout}"
+    if ckpt.parent.name == "checkpoints":  # a run folder's checkpoint: name the run's mode
+        return f"t{ckpt.parent.parent.name.split('-')[0]}{depth}{layout}"
+    return f"t{depth}{layout}x{hashlib.sha256(str(ckpt).encode()).hexdigest()[:6]}"
+
+
+def kd_tag(kd: DictConfig) -> str:
+    """'a0.5-T4', 'rev-a0.5-T4' or 'dkd-a1-b8-T4': what sets one distillation apart from another."""
+    if kd.method == Method.dkd:
+        warmup = "" if kd.dkd.warmup_epochs == DKDConfig.warmup_epochs else f"-wu{kd.dkd.warmup_epochs}"
+        return f"dkd-a{kd.dkd.alpha:g}-b{kd.dkd.beta:g}-T{kd.temperature:g}{warmup}"
+    rev = "rev-" if kd.divergence == Divergence.reverse else ""
+    return f"{rev}a{kd.alpha:g}-T{kd.temperature:g}"
+
+
 def run_name(_root_: DictConfig) -> str:
     """teacher-r10-w64-s0, baseline-r4-w64-s0, kd-r4-w64-t10-a0.5-T4-s0; then any variant tags."""
     mode = _root_.mode.value if isinstance(_root_.mode, Mode) else str(_root_.mode)
     net = _root_.teacher if mode == Mode.teacher.value else _root_.student
-    name = f"{mode}-r{net.depth}-w{net.width}"
+    name = f"{mode}-{net_tag(net)}"
     if mode == Mode.kd.value:
-        name += f"-t{_root_.teacher.depth}-a{_root_.kd.alpha:g}-T{_root_.kd.temperature:g}"
+        name += f"-{teacher_tag(_root_)}-{kd_tag(_root_.kd)}"
     name += f"-s{_root_.seed}"
     tags = variant(_root_)
     return f"{name}-{tags}" if tags else name
@@ -198,3 +275,5 @@ def register() -> None:
     ConfigStore.instance().store(name="schema", node=Config)
     if not OmegaConf.has_resolver("kd_run_name"):
         OmegaConf.register_new_resolver("kd_run_name", run_name)
+    if not OmegaConf.has_resolver("kd_teacher_file"):
+        OmegaConf.register_new_resolver("kd_teacher_file", teacher_file)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -63,6 +65,22 @@ def software_versions() -> dict[str, str]:
         "lightning": L.__version__,
         "hydra": hydra.__version__,
     }
+
+
+def code_version() -> dict[str, Any]:
+    """{'commit': the git commit of this package's checkout, 'dirty': whether its tree had changes}; None for both
+    when the code does not run from a git checkout (an installed copy, a bare copy of the tree)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20)
+        status = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if head.returncode != 0 or status.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def is_launch_rank_zero() -> bool:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -81,6 +82,8 @@ class CommandChecks(Callback):
         failures = sorted(folder.glob("*.txt"))
         lines = [f"  {path.stem}: {path.read_text().strip()}" for path in failures]
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # .sweeps/ itself, once no other sweep uses it
+            folder.parent.rmdir()
         if lines:
             head = f"error: {len(lines)} run(s) of this sweep failed; the others ran:"
             print(head, *lines, sep="\n", file=sys.stderr)

@@ -11,7 +11,9 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-DIVERGENCES = ("forward", "reverse")  # the KL directions distillation_loss accepts (its `divergence`)
+from kd_lightning.config import Divergence
+
+DIVERGENCES = tuple(d.value for d in Divergence)  # the KL directions distillation_loss accepts (its `divergence`)
 
 # How far below a row's smallest logit DKD puts the target logit to mask it out: exp(-1000) is 0
 # in float32 and float64, so the masked class holds no probability whatever the logits are.

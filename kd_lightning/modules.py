@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -15,13 +13,11 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from kd_lightning.config import KDConfig, Mode, OptimConfig, Schedule, allowed, values
-from kd_lightning.losses import check_kd_params, distillation_loss
-from kd_lightning.models import resnet
-
-
-class TeacherError(ValueError):
-    """The teacher checkpoint is missing, unreadable, or not a teacher that fits this run."""
+from kd_lightning.calibration import CalibrationMetrics
+from kd_lightning.config import KDConfig, Method, Mode, OptimConfig, Reading, Schedule, allowed, values
+from kd_lightning.losses import check_dkd_params, check_kd_params, distillation_loss, dkd_loss, dkd_warmup
+from kd_lightning.models import net_plan, plan_depth, resnet
+from kd_lightning.teacher import load_teacher
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,6 +65,8 @@ class BaselineModule(L.LightningModule):
         *,
         num_classes: int = 10,
         role: str = Mode.baseline.value,
+        reading: str = Reading.blocks.value,
+        plan: Sequence[Sequence[int]] | None = None,
         optim: Mapping[str, Any] | None = None,
         split_hash: str | None = None,
         val_hash: str | None = None,
@@ -81,13 +79,16 @@ class BaselineModule(L.LightningModule):
             raise ValueError(f"optim.schedule={optim['schedule']!r} is unknown; allowed: {allowed(Schedule)}")
         if not optim["lr"] > 0:
             raise ValueError(f"optim.lr must be > 0, got {optim['lr']}")
-        # the init arguments (a subclass's included), with optim's defaults filled in
-        self.save_hyperparameters(ignore=["optim"])
-        self.save_hyperparameters({"optim": optim})
-        self.model = resnet(depth, num_classes, width).to(memory_format=torch.channels_last)
+        plan = net_plan(depth, reading, plan)
+        # the init arguments (a subclass's included), with optim's defaults filled in and the network as built:
+        # its plan and the depth that follows from it, so a checkpoint rebuilds it whatever the reading was
+        self.save_hyperparameters(ignore=["optim", "plan"])
+        self.save_hyperparameters({"optim": optim, "plan": plan, "depth": plan_depth(plan)})
+        self.model = resnet(num_classes=num_classes, width=width, plan=plan).to(memory_format=torch.channels_last)
         # metrics are updated on the device every step and read once per epoch: validate_args and the
         # NaN check would each read a tensor back to the host per step (_watch_loss covers non-finite losses)
         self.acc = nn.ModuleDict({s: _accuracy(num_classes) for s in ("tr", "val", "test")})
+        self.calibration = CalibrationMetrics()  # test only: ECE and NLL of the chosen checkpoint
         self.loss_mean = nn.ModuleDict({s: _mean() for s in ("tr", "val", "test")})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # in checkpoints, so a resumed run's val/acc_best curve carries on
@@ -163,6 +164,8 @@ class BaselineModule(L.LightningModule):
         logits = self.model(x)
         self.loss_mean[stage].update(F.cross_entropy(logits, y))
         self.acc[stage].update(logits, y)
+        if stage == "test":
+            self.calibration.update(logits, y)
         name = "val" if stage == "val" else "test"
         self.log(f"{name}/loss", self.loss_mean[stage], on_step=False, on_epoch=True)
         self.log(f"{name}/acc", self.acc[stage], on_step=False, on_epoch=True, prog_bar=True)
@@ -179,6 +182,10 @@ class BaselineModule(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def on_test_epoch_end(self) -> None:
+        self.log_dict({f"test/{name}": value for name, value in self.calibration.compute().items()})
+        self.calibration.reset()
+
     def configure_optimizers(self) -> dict:
         # the student only: a teacher is never optimised
         total = int(self.trainer.estimated_stepping_batches)
@@ -188,58 +195,9 @@ class BaselineModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-TEACHER_HINT = "train one with `make teacher` (mode=teacher) or point teacher.ckpt=PATH at a teacher run's checkpoint"
-
-
-def require_teacher_file(path: str | Path) -> Path:
-    """Fail before any data is loaded when the teacher checkpoint is not there."""
-    path = Path(path)
-    if not path.is_file():
-        raise TeacherError(f"teacher.ckpt={path} does not exist; {TEACHER_HINT}")
-    return path
-
-
-def load_teacher(path: str | Path, num_classes: int, split_hash: str | None) -> tuple[nn.Module, dict]:
-    """Rebuild the teacher ResNet from a teacher run's checkpoint; refuse anything that is not one."""
-    path = require_teacher_file(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-    except Exception as err:
-        raise TeacherError(
-            f"teacher.ckpt={path} is not a readable checkpoint ({type(err).__name__}); {TEACHER_HINT}"
-        ) from None
-    if hp.get("role") != Mode.teacher.value:
-        raise TeacherError(
-            f"teacher.ckpt={path} holds a {hp.get('role', 'unknown')!r} run, not a teacher; {TEACHER_HINT}"
-        )
-    if hp.get("num_classes") != num_classes:
-        raise TeacherError(
-            f"teacher.ckpt={path} predicts {hp.get('num_classes')} classes but the data has {num_classes}; "
-            + TEACHER_HINT
-        )
-    if split_hash is not None and hp.get("split_hash") != split_hash:
-        raise TeacherError(
-            f"teacher.ckpt={path} was trained on another train/val split (hash {hp.get('split_hash')}, this run's "
-            f"is {split_hash}): this run's validation images would be the teacher's training images. "
-            "Use the teacher's data.split_seed or train a teacher on this split"
-        )
-    teacher = resnet(hp["depth"], hp["num_classes"], hp["width"])
-    teacher.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
-    info = {"depth": hp["depth"], "width": hp["width"], "path": str(path), "sha256": file_sha256(path)}
-    return teacher, info
-
-
 class DistillModule(BaselineModule):
-    """A student trained on alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE.
+    """A student distilled from a frozen teacher: plain KD (alpha * T^2 * KL + (1 - alpha) * CE, the KL in
+    either direction) or decoupled KD (CE + warm-up * (alpha * TCKD + beta * NCKD)); see losses.py.
 
     The teacher is frozen for the whole run: no gradients, eval mode (its BatchNorm statistics
     never move), outside the optimiser, and left out of this module's checkpoints (only its path
@@ -251,37 +209,57 @@ class DistillModule(BaselineModule):
         depth: int,
         teacher_ckpt: str,
         *,
-        alpha: float = KDConfig.alpha,
-        temperature: float = KDConfig.temperature,
+        kd: Mapping[str, Any] | None = None,
         width: int = 64,
         num_classes: int = 10,
         **common: Any,
     ):
-        """`common`: BaselineModule's other keyword arguments (optim, split_hash, val_hash); the role is 'kd'."""
-        check_kd_params(alpha, temperature)
+        """`kd`: KDConfig's keys (defaults filled in); `common`: BaselineModule's other keyword arguments."""
+        kd = {**dataclasses.asdict(KDConfig()), **(kd or {})}
+        check_kd_params(kd["alpha"], kd["temperature"], kd["divergence"])
+        check_dkd_params(kd["dkd"]["alpha"], kd["dkd"]["beta"], kd["temperature"], kd["dkd"]["warmup_epochs"])
+        if kd["method"] not in values(Method):
+            raise ValueError(f"kd.method={kd['method']!r} is unknown; allowed: {allowed(Method)}")
         if common.setdefault("role", Mode.kd.value) != Mode.kd.value:  # load_from_checkpoint passes it back
             raise ValueError(f"DistillModule trains role 'kd', got role={common['role']!r}")
         super().__init__(depth, width, num_classes=num_classes, **common)
-        split_hash = common.get("split_hash")
-        teacher, self.teacher_info = load_teacher(teacher_ckpt, num_classes, split_hash)
+        self.save_hyperparameters({"kd": kd})
+        teacher, self.teacher_info = load_teacher(teacher_ckpt, num_classes, common.get("split_hash"))
         self.teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
-        self.kd_mean, self.ce_mean = _mean(), _mean()
+        self.parts = nn.ModuleDict({name: _mean() for name in ("kd", "ce", "tckd", "nckd")})
         self.agreement = _mean()
+        self._dkd_weight = 1.0  # the warm-up factor of this epoch, a host float (no device read per step)
 
     def train(self, mode: bool = True) -> DistillModule:
         super().train(mode)
         self.teacher.eval()  # whatever Lightning or the user toggles, the teacher stays in eval mode
         return self
 
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._dkd_weight = dkd_warmup(self.current_epoch, self.hparams.kd["dkd"]["warmup_epochs"])
+
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         with torch.no_grad():
             teacher_logits = self.teacher(x)
         logits = self.model(x)
-        hp = self.hparams
-        loss = distillation_loss(logits, teacher_logits, y, hp.alpha, hp.temperature)
-        self.kd_mean.update(loss.kd.detach())
-        self.ce_mean.update(loss.ce.detach())
-        return loss.total, logits, {"kd": self.kd_mean, "ce": self.ce_mean}
+        kd = self.hparams.kd
+        if kd["method"] == Method.dkd:
+            d = kd["dkd"]
+            loss = dkd_loss(
+                logits, teacher_logits, y, d["alpha"], d["beta"], kd["temperature"], weight=self._dkd_weight
+            )
+            # the distillation term as the objective weighs it, before the warm-up factor
+            terms = {"kd": d["alpha"] * loss.tckd + d["beta"] * loss.nckd, "tckd": loss.tckd, "nckd": loss.nckd}
+        else:
+            loss = distillation_loss(
+                logits, teacher_logits, y, kd["alpha"], kd["temperature"], divergence=kd["divergence"]
+            )
+            terms = {"kd": loss.kd}
+        terms["ce"] = loss.ce
+        for name, value in terms.items():
+            self.parts[name].update(value.detach())
+        return loss.total, logits, {name: self.parts[name] for name in terms}
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step("test", batch)

@@ -24,6 +24,7 @@ from kd_lightning.runs import (
     RunRecordError,
     atomic_path,
     check_same_settings,
+    file_sha256,
     is_locked,
     load_record,
 )
@@ -77,16 +78,24 @@ def clear_run(run_dir: Path) -> None:
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
 
-def export_teacher(best: Path, dest: Path) -> None:
-    """Copy a teacher run's best checkpoint to where KD runs look for it (teacher.ckpt)."""
+def export_teacher(best: Path, dest: Path) -> str:
+    """Copy a teacher run's best checkpoint to where KD runs look for it (teacher.ckpt); return its sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest) as tmp:
         shutil.copyfile(best, tmp)
+    return file_sha256(dest)
 
 
-def restore_teacher_export(run_dir: Path, dest: Path) -> None:
-    """A finished teacher run whose export was deleted: copy it again from the run's best checkpoint."""
+def restore_teacher_export(run_dir: Path, dest: Path, sha256: str | None) -> None:
+    """A finished teacher run whose export was deleted: copy it again from the run's best checkpoint.
+    An export that another teacher run has since replaced is left as it is, with a warning."""
     if dest.exists():
+        if sha256 is not None and file_sha256(dest) != sha256:
+            log.warning(
+                "teacher.ckpt=%s is not this run's export (another teacher run replaced it); KD runs that read "
+                "it distil from that teacher, and record its sha256",
+                dest,
+            )
         return
     best = run_dir / CHECKPOINTS / "best.ckpt"
     if not best.exists():

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+CHECKPOINT_KEY = "kd_lightning_settings"  # what a checkpoint keeps of its run: settings, run name, lineage
 LOCK_FILE = ".lock"
 
 
@@ -51,12 +52,20 @@ class RunRecord:
     test_acc: float  # measured once, on the best-validation checkpoint
     epochs: int
     max_epochs: int
+    reading: str | None = None  # how the depth became a stage plan (blocks | stages), or 'plan' when given
+    plan: list[list[int]] | None = None  # the trained network's conv count per unit per stage
     teacher_depth: int | None = None  # teacher and kd runs
     teacher_width: int | None = None
+    teacher_plan: list[list[int]] | None = None
     teacher_ckpt: str | None = None
-    teacher_sha256: str | None = None  # kd runs: the teacher file distilled from
-    alpha: float | None = None  # kd runs
+    teacher_sha256: str | None = None  # kd: the teacher file distilled from; teacher: the file exported
+    method: str | None = None  # kd runs: kd | dkd
+    divergence: str | None = None  # kd method: forward | reverse
+    alpha: float | None = None  # kd: the KL weight; dkd: the TCKD weight
+    beta: float | None = None  # dkd: the NCKD weight
+    warmup_epochs: int | None = None  # dkd
     temperature: float | None = None
+    lineage: list[dict[str, Any]] | None = None  # kd runs: the teacher's ancestors, then the teacher (run name, sha256)
     split_seed: int | None = None
     split_hash: str | None = None  # the full validation set of the split: equal for every subset of it
     val_hash: str | None = None  # the validation images this run used
@@ -68,11 +77,14 @@ class RunRecord:
     n_test: int | None = None
     test_loss: float | None = None
     test_agreement: float | None = None  # kd runs: share of test images where student and teacher agree
+    test_ece: float | None = None  # expected calibration error, 15 bins (Guo et al., 2017)
+    test_nll: float | None = None  # negative log-likelihood (mean cross-entropy)
     wall_seconds: float | None = None  # training time, summed over resumed attempts
     train_images_per_second: float | None = None
     device: str | None = None
     precision: str | None = None
     versions: dict[str, str] | None = None
+    code: dict[str, Any] | None = None  # the git commit the run trained with, and whether the tree had changes
     variant: str | None = None  # the run name's tags for settings that differ from the defaults ('' for none)
     settings: dict[str, Any] | None = None  # everything that changes the result (see run_settings in train.py)
     fingerprint: str | None = None  # fingerprint(settings): a rerun is skipped or resumed only when it matches
@@ -233,6 +245,15 @@ def is_locked(run_dir: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- atomic files
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes: how a run record names the exact teacher file it used."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @contextmanager

@@ -19,25 +19,24 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, RichProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning import gpus, launch
-from kd_lightning.callbacks import AtomicCheckpointIO, CheckpointOnStop, RunCheckpoint, RunClock, RunSettings
+from kd_lightning.build import build_datamodule, build_module, build_trainer
+from kd_lightning.callbacks import RunClock, RunSettings
 from kd_lightning.checks import check_config
-from kd_lightning.config import ConfigError, Mode, Source, register, variant
+from kd_lightning.config import ConfigError, Method, Mode, Source, register, variant
 from kd_lightning.data import CIFAR10DataModule, DataError
 from kd_lightning.hardware import (
     choose_precision,
+    code_version,
     device_label,
     is_launch_rank_zero,
-    prepare_backends,
     software_versions,
-    uses_cuda,
 )
-from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError, TeacherError, require_teacher_file
+from kd_lightning.models import net_plan, plan_depth, stage_plan
+from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError
 from kd_lightning.resume import (
     clear_run,
     discard_unstarted,
@@ -48,6 +47,7 @@ from kd_lightning.resume import (
     save_run_config,
 )
 from kd_lightning.runs import RunFolderError, RunRecord, RunRecordError, fingerprint, run_lock
+from kd_lightning.teacher import TeacherError, require_teacher_file
 
 log = logging.getLogger("kd_lightning")
 # the frozen teacher is in eval mode on purpose; Lightning warns about any such module
@@ -57,115 +57,46 @@ register()
 gpus.register()
 
 
-def build_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
-    d = cfg.data
-    dm = CIFAR10DataModule(
-        d.source,
-        d.root,
-        split_seed=d.split_seed,
-        subset=d.subset,
-        batch_size=d.batch_size,
-        eval_batch_size=d.eval_batch_size,
-        num_workers=d.num_workers,
-        synthetic_size=(d.synthetic_train, d.synthetic_test),
-        seed=cfg.seed,
-    )
-    dm.setup()  # load and split now, so data errors surface before anything is trained
-    return dm
-
-
-def build_module(cfg: DictConfig, dm: CIFAR10DataModule) -> BaselineModule:
-    common = dict(num_classes=dm.num_classes, optim=dict(cfg.optim), split_hash=dm.split_hash, val_hash=dm.val_hash)
-    if cfg.mode == Mode.teacher:
-        module = BaselineModule(cfg.teacher.depth, cfg.teacher.width, role=Mode.teacher.value, **common)
-    elif cfg.mode == Mode.baseline:
-        module = BaselineModule(cfg.student.depth, cfg.student.width, role=Mode.baseline.value, **common)
-    else:
-        module = DistillModule(
-            cfg.student.depth,
-            cfg.teacher.ckpt,
-            alpha=cfg.kd.alpha,
-            temperature=cfg.kd.temperature,
-            width=cfg.student.width,
-            **common,
-        )
-    if cfg.compile:
-        module.model.compile()
-        if isinstance(module, DistillModule):
-            module.teacher.compile()
-    return module
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, settings: dict[str, Any] | None = None) -> L.Trainer:
-    t = cfg.trainer
-    prepare_backends(t.accelerator)
-    callbacks: list[Callback] = [
-        RunCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor="val/acc",
-            mode="max",
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        ),
-        # last.ckpt after every epoch; save_last=True above would skip the epochs that do not improve val/acc
-        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
-        RunClock(),
-        RunSettings(settings or {}),
-        CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
-    ]
-    if t.enable_progress_bar:
-        callbacks.append(RichProgressBar(refresh_rate=10, leave=True))
-    return L.Trainer(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        precision=choose_precision(t.accelerator, t.precision),
-        benchmark=uses_cuda(t.accelerator),  # cudnn autotuning: the shapes never change within a run
-        deterministic=t.deterministic,
-        enable_progress_bar=t.enable_progress_bar,
-        log_every_n_steps=t.log_every_n_steps,
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
-        default_root_dir=str(run_dir),
-        enable_model_summary=False,
-    )
-
-
 def run_record(
     cfg: DictConfig,
     dm: CIFAR10DataModule,
     module: BaselineModule,
     trainer: L.Trainer,
-    test: dict,
-    best_epoch: int,
-    settings: dict[str, Any],
+    results: dict[str, Any],
 ) -> RunRecord:
-    """What metrics.json records: the run's settings, its split, its results, and where it ran."""
-    net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
-    kd = cfg.mode == Mode.kd
-    has_teacher = cfg.mode != Mode.baseline
+    """What metrics.json records: the run's settings, its split, its results, and where and with what code it
+    ran. `results`: the test metrics, best_epoch, settings, code, and a teacher run's exported sha256."""
+    hp, kd = module.hparams, cfg.mode == Mode.kd
+    teacher = module.teacher_info if kd else None
     clock = next(c for c in trainer.callbacks if isinstance(c, RunClock))
-    sizes = dm.sizes()
+    sizes, test, method = dm.sizes(), results["test"], cfg.kd.method
+    dkd = kd and method == Method.dkd
+    net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
     return RunRecord(
         mode=cfg.mode.value,
         run_name=cfg.run_name,
-        depth=net.depth,
-        width=net.width,
+        depth=hp.depth,
+        width=hp.width,
         seed=cfg.seed,
         best_val_acc=float(trainer.checkpoint_callback.best_model_score),
-        best_epoch=best_epoch,
+        best_epoch=results["best_epoch"],
         test_acc=test["test/acc"],
         epochs=trainer.current_epoch,
         max_epochs=cfg.trainer.max_epochs,
-        teacher_depth=(module.teacher_info["depth"] if kd else cfg.teacher.depth) if has_teacher else None,
-        teacher_width=(module.teacher_info["width"] if kd else cfg.teacher.width) if has_teacher else None,
-        teacher_ckpt=str(cfg.teacher.ckpt) if has_teacher else None,
-        teacher_sha256=module.teacher_info["sha256"] if kd else None,
-        alpha=cfg.kd.alpha if kd else None,
+        reading="plan" if net.plan is not None else net.reading,
+        plan=hp.plan,
+        teacher_depth=teacher["depth"] if kd else (hp.depth if cfg.mode == Mode.teacher else None),
+        teacher_width=teacher["width"] if kd else (hp.width if cfg.mode == Mode.teacher else None),
+        teacher_plan=teacher["plan"] if kd else None,
+        teacher_ckpt=str(cfg.teacher.ckpt) if cfg.mode != Mode.baseline else None,
+        teacher_sha256=teacher["sha256"] if kd else results["exported"],
+        method=method if kd else None,
+        divergence=cfg.kd.divergence if kd and not dkd else None,
+        alpha=(cfg.kd.dkd.alpha if dkd else cfg.kd.alpha) if kd else None,
+        beta=cfg.kd.dkd.beta if dkd else None,
+        warmup_epochs=cfg.kd.dkd.warmup_epochs if dkd else None,
         temperature=cfg.kd.temperature if kd else None,
+        lineage=teacher["lineage"] if kd else None,
         split_seed=cfg.data.split_seed,
         split_hash=dm.split_hash,
         val_hash=dm.val_hash,
@@ -177,55 +108,71 @@ def run_record(
         n_test=sizes["n_test"],
         test_loss=test["test/loss"],
         test_agreement=test.get("test/agreement"),
+        test_ece=test["test/ece"],
+        test_nll=test["test/nll"],
         wall_seconds=round(clock.seconds, 2),
         train_images_per_second=round(trainer.current_epoch * sizes["n_train"] / max(clock.seconds, 1e-9), 1),
         device=device_label(trainer.strategy.root_device),
         precision=str(trainer.precision),
         versions=software_versions(),
+        code=results["code"],
         variant=variant(cfg),
-        settings=settings,
-        fingerprint=fingerprint(settings),
+        settings=results["settings"],
+        fingerprint=fingerprint(results["settings"]),
     )
 
 
 def run_settings(cfg: DictConfig, dm: CIFAR10DataModule, module: BaselineModule) -> dict[str, Any]:
     """Every setting that changes the result, as `key: value` (keys named as in the config); paths,
     launchers, logging and device placement are left out. Stored in metrics.json and every checkpoint."""
-    key = "teacher" if cfg.mode == Mode.teacher else "student"
+    key, hp = ("teacher" if cfg.mode == Mode.teacher else "student"), module.hparams
     settings = {
         "mode": cfg.mode.value,
-        f"{key}.depth": cfg[key].depth,
-        f"{key}.width": cfg[key].width,
+        f"{key}.depth": hp.depth,
+        f"{key}.width": hp.width,
+        f"{key}.plan": hp.plan,
         "seed": cfg.seed,
         "data.source": cfg.data.source,
         "data.content_id": dm.content_id,
         "data.split_seed": cfg.data.split_seed,
         "data.subset": cfg.data.subset,
         "data.batch_size": cfg.data.batch_size,
-        **{f"optim.{k}": v for k, v in module.hparams.optim.items()},
+        **{f"optim.{k}": v for k, v in hp.optim.items()},
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "trainer.precision": choose_precision(cfg.trainer.accelerator, cfg.trainer.precision),
     }
     if cfg.data.source == Source.synthetic:  # named beside the content id, so a refusal says which changed
         settings |= {"data.synthetic_train": cfg.data.synthetic_train, "data.synthetic_test": cfg.data.synthetic_test}
     if cfg.mode == Mode.kd:
-        settings |= {
-            "kd.alpha": cfg.kd.alpha,
-            "kd.temperature": cfg.kd.temperature,
-            "teacher.sha256": module.teacher_info["sha256"],
-        }
+        kd = hp.kd
+        used = (
+            ("method", "temperature", "dkd")
+            if kd["method"] == Method.dkd
+            else ("method", "alpha", "temperature", "divergence")
+        )
+        settings |= {f"kd.{k}": kd[k] for k in used} | {"teacher.sha256": module.teacher_info["sha256"]}
     return settings
 
 
+def log_hparams(trainer: L.Trainer, record: RunRecord) -> None:
+    """The run's settings beside its final accuracies, for TensorBoard's HParams view of a sweep."""
+    keys = ("mode", "depth", "width", "reading", "method", "divergence", "alpha", "beta", "temperature", "seed")
+    params = {k: getattr(record, k) for k in keys} | {"plan": str(record.plan), "epochs": record.max_epochs}
+    metrics = {"hparams/best_val_acc": record.best_val_acc, "hparams/test_acc": record.test_acc}
+    trainer.logger.log_hyperparams({k: "-" if v is None else v for k, v in params.items()}, metrics)
+
+
 def check_teacher_architecture(cfg: DictConfig, module: DistillModule) -> None:
-    """The teacher's depth and width come from its checkpoint; a config that says otherwise is refused,
+    """The teacher's depth, width and plan come from its checkpoint; a config that says otherwise is refused,
     so the run name and metrics.json never describe a teacher the run did not use."""
-    info = module.teacher_info
-    if (info["depth"], info["width"]) != (cfg.teacher.depth, cfg.teacher.width):
+    info, want = module.teacher_info, cfg.teacher
+    plan = net_plan(want.depth, want.reading, OmegaConf.to_container(want.plan) if want.plan is not None else None)
+    if (info["depth"], info["width"], info["plan"]) != (plan_depth(plan), want.width, plan):
         raise TeacherError(
-            f"teacher.ckpt={cfg.teacher.ckpt} holds a ResNet-{info['depth']} of width {info['width']}, but "
-            f"teacher.depth={cfg.teacher.depth} teacher.width={cfg.teacher.width} say otherwise; "
-            f"set teacher.depth={info['depth']} teacher.width={info['width']}"
+            f"teacher.ckpt={want.ckpt} holds a ResNet-{info['depth']} of width {info['width']} (plan "
+            f"{info['plan']}), but teacher.depth={want.depth} teacher.width={want.width} teacher.reading="
+            f"{want.reading} give plan {plan}; set teacher.depth={info['depth']} teacher.width={info['width']}"
+            + ("" if info["plan"] == stage_plan(info["depth"]) else f" teacher.plan={info['plan']}")
         )
 
 
@@ -254,14 +201,16 @@ def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
     record = None if cfg.overwrite else finished_record(run_dir, settings)
     if record is not None:
         if cfg.mode == Mode.teacher:
-            restore_teacher_export(run_dir, Path(cfg.teacher.ckpt))
+            restore_teacher_export(run_dir, Path(cfg.teacher.ckpt), record.teacher_sha256)
         log.info(record.summary_line(" (already done; skipped, overwrite=true retrains)"))
         return record
     if cfg.overwrite:  # only now: a bad override must not cost the user the finished run
         clear_run(run_dir)
     resume = resume_checkpoint(run_dir, settings)
     save_run_config(run_dir, cfg)
-    trainer = build_trainer(cfg, run_dir, settings)
+    code = code_version()  # the code that trains, read before the first step
+    lineage = module.teacher_info["lineage"] if isinstance(module, DistillModule) else []
+    trainer = build_trainer(cfg, run_dir, RunSettings(settings, run_name=cfg.run_name, lineage=lineage))
     if resume is not None:
         log.info("resuming from %s", resume)
     try:
@@ -274,9 +223,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
         sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM"
     best_epoch = torch.load(best_ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
 
-    if cfg.mode == Mode.teacher:
-        export_teacher(best_ckpt, Path(cfg.teacher.ckpt))
-    record = run_record(cfg, dm, module, trainer, test, best_epoch, settings)
+    exported = export_teacher(best_ckpt, Path(cfg.teacher.ckpt)) if cfg.mode == Mode.teacher else None
+    results = {"test": test, "best_epoch": best_epoch, "settings": settings, "code": code, "exported": exported}
+    record = run_record(cfg, dm, module, trainer, results)
+    log_hparams(trainer, record)
     if trainer.is_global_zero:
         record.write(run_dir)
         log.info(record.summary_line())

@@ -111,7 +111,7 @@ def test_teacher_stays_in_eval_mode_without_gradients_and_outside_the_optimizer(
 
 @pytest.mark.slow
 def test_student_checkpoints_hold_no_teacher_weights(teacher, kd_run):
-    from kd_lightning.modules import file_sha256
+    from kd_lightning.runs import file_sha256
 
     teacher_file = teacher / "teachers" / "r6-w8-s0.ckpt"
     for name in ("best.ckpt", "last.ckpt"):
@@ -141,7 +141,7 @@ def test_teacher_baseline_and_kd_runs_of_one_split_seed_record_the_same_split(te
 
 @pytest.mark.slow
 def test_kd_refuses_a_teacher_trained_on_another_split_seed(teacher, tmp_path):
-    from kd_lightning.modules import TeacherError
+    from kd_lightning.teacher import TeacherError
     from kd_lightning.train import train
 
     cfg = make_cfg(tmp_path, "mode=kd", "data.split_seed=1", f"teacher.ckpt={teacher}/teachers/r6-w8-s0.ckpt", *DATA)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from kd_lightning.data import CIFAR10DataModule
-from kd_lightning.modules import BaselineModule, DistillModule, TeacherError, load_teacher
+from kd_lightning.modules import BaselineModule, DistillModule
+from kd_lightning.teacher import TeacherError, load_teacher
 
 
 def tiny_trainer(tmp_path, epochs=1, **kw):
@@ -43,7 +44,9 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_teacher_parameters_and_bn_buffers_are_bit_identical_after_kd_training(tmp_path, data, teacher_ckpt):
-    student = DistillModule(3, str(teacher_ckpt), alpha=0.7, temperature=4.0, width=8, split_hash=data.split_hash)
+    student = DistillModule(
+        3, str(teacher_ckpt), kd={"alpha": 0.7, "temperature": 4.0}, width=8, split_hash=data.split_hash
+    )
     before = snapshot(student.teacher)
     assert any("running_mean" in k for k in before)
     student_before = snapshot(student.model)
@@ -88,7 +91,9 @@ def test_kd_run_logs_every_study_curve(tmp_path, data, teacher_ckpt):
 
 
 def test_kd_loss_parts_combine_with_alpha(tmp_path, data, teacher_ckpt):
-    student = DistillModule(3, str(teacher_ckpt), alpha=0.25, temperature=2.0, width=8, split_hash=data.split_hash)
+    student = DistillModule(
+        3, str(teacher_ckpt), kd={"alpha": 0.25, "temperature": 2.0}, width=8, split_hash=data.split_hash
+    )
     x, y = next(iter(data.val_dataloader()))
     x, y = data.on_after_batch_transfer((x, y), 0)
     loss, _, parts = student.training_loss(x, y)
@@ -107,8 +112,27 @@ def test_load_teacher_refuses_what_is_not_a_fitting_teacher(tmp_path, data, teac
         load_teacher(teacher_ckpt, 100, data.split_hash)
     with pytest.raises(TeacherError, match="another train/val split"):
         load_teacher(teacher_ckpt, 10, "0123456789abcdef")
-    baseline = BaselineModule(3, 8, role="baseline")
-    tiny_trainer(tmp_path).strategy.connect(baseline)
-    torch.save({"hyper_parameters": dict(baseline.hparams), "state_dict": baseline.state_dict()}, tmp_path / "b.ckpt")
-    with pytest.raises(TeacherError, match="holds a 'baseline' run, not a teacher"):
-        load_teacher(tmp_path / "b.ckpt", 10, None)
+    foreign = {"hyper_parameters": {"role": "other", "num_classes": 10}, "state_dict": {}}
+    torch.save(foreign, tmp_path / "foreign.ckpt")
+    with pytest.raises(TeacherError, match="is not a checkpoint of this project's runs"):
+        load_teacher(tmp_path / "foreign.ckpt", 10, None)
+
+
+def test_any_finished_run_can_teach_and_its_lineage_follows(tmp_path, data):
+    """A baseline (or kd) student's checkpoint is a teacher too, e.g. an assistant between ResNet-10 and ResNet-3;
+    the lineage is the checkpoint's own (its run's ancestors) followed by the checkpoint's run and sha256."""
+    from kd_lightning.runs import CHECKPOINT_KEY, file_sha256
+
+    baseline = BaselineModule(3, 8, role="baseline", split_hash=data.split_hash, reading="stages")
+    ancestors = [{"run_name": "teacher-r10-w64-s0", "sha256": "ab" * 32}]
+    run = {"run_name": "kd-r3-w8-t10-a0.5-T4-s0", "lineage": ancestors}
+    ckpt = {"hyper_parameters": dict(baseline.hparams), "state_dict": baseline.state_dict(), CHECKPOINT_KEY: run}
+    torch.save(ckpt, tmp_path / "assistant.ckpt")
+    teacher, info = load_teacher(tmp_path / "assistant.ckpt", 10, data.split_hash)
+    assert (info["depth"], info["width"], info["plan"], info["role"]) == (3, 8, [[1]], "baseline")
+    assert info["lineage"] == [
+        *ancestors,
+        {"run_name": run["run_name"], "sha256": file_sha256(tmp_path / "assistant.ckpt")},
+    ]
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(teacher.eval()(x), baseline.model.eval()(x), atol=1e-5)  # the same weights

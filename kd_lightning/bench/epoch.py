@@ -1,6 +1,6 @@
 """Comparison 4: one epoch (train + validation) end to end, ours vs a naive Lightning + torchvision script.
 
-Ours is the GPU script's path (train.build_trainer, our data module); the naive side is what a
+Ours is the GPU script's path (build.build_trainer, our data module); the naive side is what a
 first Lightning script does: per-image transforms in a DataLoader, fp32, NCHW, the default TQDM bar
 with the loss logged to it every step, and the Trainer's default cudnn.benchmark=False.
 """
@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 from torch.nn import functional as F
 
 from kd_lightning.bench.harness import TARGETS, Pair, Sizes, accelerator, sync, torchvision_loader
+from kd_lightning.build import build_trainer
 from kd_lightning.config import Config, OptimConfig
 from kd_lightning.data import CIFAR10DataModule
 from kd_lightning.models import resnet
 from kd_lightning.modules import BaselineModule, build_optimizer
-from kd_lightning.train import build_trainer
 
 
 class _NaiveModule(L.LightningModule):
@@ -57,7 +57,7 @@ class _NaiveModule(L.LightningModule):
 
 
 def epoch_ours(train: Pair, val: Pair, sizes: Sizes, device: torch.device, folder: Path) -> float:
-    """Seconds for one epoch as the GPU script runs it: train.build_trainer, progress bar off."""
+    """Seconds for one epoch as the GPU script runs it: build.build_trainer, progress bar off."""
     cfg = OmegaConf.structured(Config)
     cfg.trainer.max_epochs, cfg.trainer.accelerator, cfg.trainer.enable_progress_bar = 1, accelerator(device), False
     torch.manual_seed(0)

@@ -1,0 +1,93 @@
+"""Config -> objects: the data module, the LightningModule and the Trainer a run is made of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from kd_lightning.callbacks import AtomicCheckpointIO, CheckpointOnStop, RunCheckpoint, RunClock, RunSettings
+from kd_lightning.config import Mode
+from kd_lightning.data import CIFAR10DataModule
+from kd_lightning.hardware import choose_precision, prepare_backends, uses_cuda
+from kd_lightning.modules import BaselineModule, DistillModule
+
+
+def build_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
+    d = cfg.data
+    dm = CIFAR10DataModule(
+        d.source,
+        d.root,
+        split_seed=d.split_seed,
+        subset=d.subset,
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        num_workers=d.num_workers,
+        synthetic_size=(d.synthetic_train, d.synthetic_test),
+        seed=cfg.seed,
+    )
+    dm.setup()  # load and split now, so data errors surface before anything is trained
+    return dm
+
+
+def build_module(cfg: DictConfig, dm: CIFAR10DataModule) -> BaselineModule:
+    net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
+    common = dict(
+        num_classes=dm.num_classes,
+        reading=net.reading,
+        plan=OmegaConf.to_container(net.plan) if net.plan is not None else None,
+        optim=OmegaConf.to_container(cfg.optim),
+        split_hash=dm.split_hash,
+        val_hash=dm.val_hash,
+    )
+    if cfg.mode != Mode.kd:
+        module = BaselineModule(net.depth, net.width, role=cfg.mode.value, **common)
+    else:
+        kd = OmegaConf.to_container(cfg.kd)
+        module = DistillModule(net.depth, cfg.teacher.ckpt, kd=kd, width=net.width, **common)
+    if cfg.compile:
+        module.model.compile()
+        if isinstance(module, DistillModule):
+            module.teacher.compile()
+    return module
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None = None) -> L.Trainer:
+    t = cfg.trainer
+    prepare_backends(t.accelerator)
+    callbacks: list[Callback] = [
+        RunCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/acc",
+            mode="max",
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
+        # last.ckpt after every epoch; save_last=True above would skip the epochs that do not improve val/acc
+        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        RunClock(),
+        settings or RunSettings({}),
+        CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
+    ]
+    if t.enable_progress_bar:
+        callbacks.append(RichProgressBar(refresh_rate=10, leave=True))
+    return L.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=choose_precision(t.accelerator, t.precision),
+        benchmark=uses_cuda(t.accelerator),  # cudnn autotuning: the shapes never change within a run
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        log_every_n_steps=t.log_every_n_steps,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
