@@ -88,7 +88,7 @@ OVERRIDES = experiment=$(EXPERIMENT) paths.root=$(ROOT) \
 	$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
 STUDENT_EPOCHS = $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS))
 
-.PHONY: teacher baselines kd reproduce reproduce-mini sweep-kd search-kd report tensorboard clean
+.PHONY: teacher baselines kd reproduce reproduce-mini sweep-kd search-kd methods report report-bundle tensorboard clean
 # each stage needs the one before it: never run them side by side (the launcher parallelises runs)
 .NOTPARALLEL:
 
@@ -122,12 +122,36 @@ search-kd: teacher ## Optuna search of alpha and T per depth (pip install -e '.[
 			seed=$(firstword $(subst $(comma), ,$(SEEDS))) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA) || exit $$?; \
 	done
 
+# baseline, KD, reverse KD, DKD and KD through an assistant (ResNet-$(ASSISTANT), itself distilled from the
+# teacher) for every depth and seed; the report then adds its methods table
+ASSISTANT ?= 6
+CHAIN_DEPTHS ?= 3,4,5
+STUDENTS = $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+
+methods: teacher baselines kd ## the methods comparison: baseline, KD, reverse KD, DKD, an assistant chain
+	$(TRAIN) mode=kd kd.divergence=reverse student.depth=$(DEPTHS) seed=$(SEEDS) $(STUDENTS)
+	$(TRAIN) mode=kd kd.method=dkd student.depth=$(DEPTHS) seed=$(SEEDS) $(STUDENTS)
+	$(TRAIN) mode=kd student.depth=$(ASSISTANT) seed=$(SEEDS) $(STUDENTS)
+	for s in $(subst $(comma), ,$(SEEDS)); do \
+		a=$$($(PYTHON) -m kd_lightning.train mode=kd student.depth=$(ASSISTANT) seed=$$s $(STUDENTS) \
+			--cfg job --resolve -p run_name | tail -n 1) || exit $$?; \
+		$(TRAIN) mode=kd student.depth=$(CHAIN_DEPTHS) seed=$$s teacher.depth=$(ASSISTANT) \
+			teacher.ckpt=$(ROOT)/runs/$$a/checkpoints/best.ckpt $(STUDENTS) || exit $$?; \
+	done
+	$(PYTHON) -m kd_lightning.report $(ROOT)/runs
+
 # results.md, results.csv and figures in $(ROOT)/report/ from every run under $(ROOT)/runs/
 report: setup ## results.md, results.csv and figures from every run under ROOT
 	$(PYTHON) -m kd_lightning.report $(ROOT)/runs
 
-tensorboard: setup ## TensorBoard over every run under outputs/
-	$(VENV)/bin/tensorboard --logdir outputs
+# the published three-seed H100 study, no training: its report goes to results/h100-2026-11-28/report/
+BUNDLE ?= results/h100-2026-11-28
+report-bundle: setup ## the report of a published results bundle (BUNDLE=results/h100-2026-11-28)
+	$(PYTHON) -m kd_lightning.report $(BUNDLE)/runs
+
+LOGDIR ?= outputs
+tensorboard: setup ## TensorBoard over the runs under LOGDIR (outputs/; LOGDIR=results/h100-2026-11-28/runs)
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
 
 # removes every run, checkpoint and report under outputs/ and nothing else
 clean: ## remove outputs/ (every run, checkpoint and report)

@@ -15,6 +15,7 @@ network filesystem does not coordinate).
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -23,8 +24,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from kd_lightning import mps
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +139,25 @@ def register() -> None:
     """`${kd_parallel_jobs:K}` in launcher configs: the n_jobs of a sweep that packs K jobs per GPU."""
     if not OmegaConf.has_resolver("kd_parallel_jobs"):
         OmegaConf.register_new_resolver("kd_parallel_jobs", parallel_jobs)
+
+
+class MpsAroundSweep(Callback):
+    """The MPS daemon around a local sweep (hydra/launcher=gpus sets it in hydra.callbacks): started before the
+    first job when the machine has a GPU and the binary, stopped after the last if it was started here."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir, self.state = Path(state_dir), None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if visible_gpu_count() > 0:
+            self.state = mps.start(self.state_dir)
+            log.info("%s", self.state.note)
+            atexit.register(self._stop)  # a sweep that raises never reaches on_multirun_end
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.state is not None and (note := mps.stop(self.state)):
+            log.info("%s", note)
+        self.state = None

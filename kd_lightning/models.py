@@ -171,3 +171,22 @@ def count_layers(model: nn.Module) -> dict[str, int]:
     convs = sum(1 for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1))
     linears = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
     return {"conv": convs, "linear": linears, "depth": convs + linears}
+
+
+def readings_table(depths: Sequence[int] = (3, 4, 5, 6, 10), width: int = 64) -> str:
+    """A markdown table of each depth's plan, parameters and forward FLOPs per 32x32 image under each reading."""
+    lines = [
+        f"| model | reading | plan | stage widths | params (w={width}) | MFLOPs per image |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for depth in depths:
+        for reading, to_plan in READINGS.items():
+            plan = to_plan(depth)
+            params, _, macs = estimate(plan, width)
+            widths = ", ".join(f"{width * 2**s}" for s in range(len(plan)))
+            lines.append(f"| ResNet-{depth} | {reading} | {plan} | {widths} | {params:,} | {2 * macs / 1e6:,.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m kd_lightning.models: the table in docs/models.md
+    print(readings_table())

@@ -121,9 +121,14 @@ class RunRecord:
         )
 
     def title(self) -> str:
-        """A figure title: 'kd ResNet-4 a=0.5 T=4 s0: test 71.9%'."""
-        kd = f" a={self.alpha:g} T={self.temperature:g}" if self.mode == "kd" else ""
-        return f"{self.mode} ResNet-{self.depth}{kd} s{self.seed}: test {100 * self.test_acc:.1f}%"
+        """A figure title: 'kd ResNet-4 a=0.5 T=4 s0: test 71.9%', 'dkd ResNet-4 a=1 b=8 T=4 ...', 'kd reverse ...'."""
+        kd = ""
+        if self.mode == "kd":
+            beta = f" b={self.beta:g}" if self.beta is not None else ""
+            kd = f" a={self.alpha:g}{beta} T={self.temperature:g}"
+        what = {"dkd": "dkd", None: self.mode}.get(self.method, self.mode)
+        what += " reverse" if self.divergence == "reverse" else ""
+        return f"{what} ResNet-{self.depth}{kd} s{self.seed}: test {100 * self.test_acc:.1f}%"
 
 
 def _checked(name: str, value: Any, hint: Any) -> Any:

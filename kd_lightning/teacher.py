@@ -26,6 +26,8 @@ TEACHER_HINT = (
 def require_teacher_file(path: str | Path) -> Path:
     """Fail before any data is loaded when the teacher checkpoint is not there."""
     path = Path(path)
+    if path.is_dir():
+        raise TeacherError(f"teacher.ckpt={path} is a folder; point it at a checkpoint file, e.g. {path}/best.ckpt")
     if not path.is_file():
         raise TeacherError(f"teacher.ckpt={path} does not exist; {TEACHER_HINT}")
     return path

@@ -2,7 +2,16 @@ import pytest
 import torch
 from torch import nn
 
-from kd_lightning.models import ResidualUnit, count_layers, resnet, stage_plan
+from kd_lightning.models import (
+    ResidualUnit,
+    count_layers,
+    estimate,
+    net_plan,
+    plan_depth,
+    resnet,
+    spread_plan,
+    stage_plan,
+)
 
 
 @pytest.mark.parametrize("depth", range(3, 13))
@@ -76,3 +85,69 @@ def test_residual_unit_adds_shortcut_before_relu():
         nn.init.zeros_(p)  # body outputs 0 (BN bias 0, weight 0): the unit is relu(identity)
     x = torch.randn(2, 4, 8, 8)
     assert torch.equal(unit(x), torch.relu(x))
+
+
+# ----------------------------------------------------------------------------- readings and plans
+
+
+@pytest.mark.parametrize(
+    "depth, plan",
+    [(3, [[1]]), (4, [[1], [1]]), (5, [[1], [1], [1]]), (6, [[1]] * 4), (7, [[2], [1], [1], [1]]), (10, [[2]] * 4)],
+)
+def test_the_stages_reading_spreads_the_convs_over_up_to_four_stages(depth, plan):
+    assert spread_plan(depth) == plan
+    model = resnet(depth, width=8, reading="stages")
+    assert count_layers(model) == {"conv": depth - 1, "linear": 1, "depth": depth}
+
+
+def test_the_stages_reading_reaches_width_8w_at_resnet6_where_blocks_stop_at_2w():
+    for reading, widths in (("blocks", [8, 8, 16, 16]), ("stages", [8, 16, 32, 64])):
+        model = resnet(6, width=8, reading=reading)
+        convs = [m for m in model.body.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert [c.out_channels for c in convs] == widths
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_an_explicit_plan_sets_the_depth_and_replaces_the_reading():
+    model = resnet(num_classes=10, width=8, plan=[[1], [2], [1]])
+    assert model.plan == [[1], [2], [1]] and plan_depth(model.plan) == 6
+    assert count_layers(model)["depth"] == 6
+    assert net_plan(4, "blocks", [[1], [1], [1], [1]]) == [[1]] * 4
+
+
+@pytest.mark.parametrize("plan", [[], [[]], [[3]], [[1]] * 5, [[0]]])
+def test_a_malformed_plan_is_refused_naming_it(plan):
+    with pytest.raises(ValueError, match=r"plan=.* is not allowed; it must list 1 to 4 stages"):
+        resnet(width=8, plan=plan)
+
+
+@pytest.mark.parametrize("reading", ["blocks", "stages"])
+@pytest.mark.parametrize("depth", [3, 4, 5, 6, 10, 18])
+def test_estimate_matches_the_built_network_in_parameters_and_multiply_adds(depth, reading):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = resnet(depth, width=8, reading=reading)
+    params, _, macs = estimate(net_plan(depth, reading), width=8)
+    assert params == sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, 32, 32))
+    assert 2 * macs == counter.get_total_flops()  # convolutions and the linear layer, 2 FLOPs per multiply-add
+
+
+def test_run_names_tell_readings_plans_and_methods_apart(tmp_path):
+    from conftest import make_cfg
+
+    def name(*overrides: str) -> str:
+        return make_cfg(tmp_path, *overrides).run_name
+
+    assert name("mode=baseline", "student.depth=6") == "baseline-r6-w8-s0-b128-e2"
+    assert name("mode=baseline", "student.depth=6", "student.reading=stages") == "baseline-r6-w8-stages-s0-b128-e2"
+    assert name("mode=baseline", "student.plan=[[1],[1],[1],[1]]") == "baseline-r6-w8-p1_1_1_1-s0-b128-e2"
+    assert name("mode=teacher", "teacher.reading=stages") == "teacher-r6-w8-stages-s0-b128-e2"
+    assert name("kd.divergence=reverse") == "kd-r4-w8-t6-rev-a0.5-T4-s0-b128-e2"
+    assert name("kd.method=dkd") == "kd-r4-w8-t6-dkd-a1-b8-T4-s0-b128-e2"
+    assert name("kd.method=dkd", "kd.dkd.warmup_epochs=5") == "kd-r4-w8-t6-dkd-a1-b8-T4-wu5-s0-b128-e2"
+    assistant = f"teacher.ckpt={tmp_path}/runs/kd-r6-w8-t6-a0.5-T4-s0-b128-e2/checkpoints/best.ckpt"
+    assert name("student.depth=3", "teacher.depth=6", assistant) == "kd-r3-w8-tkd6-a0.5-T4-s0-b128-e2"
+    stages_teacher = make_cfg(tmp_path, "teacher.reading=stages")
+    assert stages_teacher.teacher.ckpt == f"{tmp_path}/teachers/r6-w8-stages-s0.ckpt"  # never the blocks teacher's

@@ -26,6 +26,7 @@ Pair = tuple[torch.Tensor, torch.Tensor]  # (uint8 images NCHW, labels)
 
 # one place for the targets the table judges against
 TARGETS = {"pipeline": 10.0, "trainer": 0.95, "kd_slack": 1.1, "epoch_gpu": 5.0}
+SECTIONS = ("many", "pipeline", "trainer", "kd", "epoch", "compile")  # in the order they run
 
 
 @dataclass
@@ -40,17 +41,19 @@ class Sizes:
     workers: int  # torchvision DataLoader processes
     epoch_depth: int  # the network of the end-to-end epoch (the teacher's depth)
     pipeline_images: int  # images per timed pass of comparison 1 (batches of the study's size)
+    many: int = 0  # processes of comparison 5 (many runs on one device); 0 skips it
+    many_steps: int = 0  # timed training steps of each of them
 
 
 # fmt: off
 SIZES = {
     "gpu": Sizes(width=64, batch=512, n_train=40_000, n_val=10_000, warmup=15, steps=50, repeats=2,
-                 workers=min(8, os.cpu_count() or 1), epoch_depth=10, pipeline_images=40_000),
+                 workers=min(8, os.cpu_count() or 1), epoch_depth=10, pipeline_images=40_000, many=4, many_steps=200),
     "cpu": Sizes(width=16, batch=128, n_train=896, n_val=192, warmup=1, steps=6, repeats=3,
-                 workers=min(2, os.cpu_count() or 1), epoch_depth=10, pipeline_images=2_048),
+                 workers=min(2, os.cpu_count() or 1), epoch_depth=10, pipeline_images=2_048, many_steps=20),
     # width 8: at width 4 a channels_last ResNet-10 backward never returned on a CPU (torch 2.14.1)
     "tiny": Sizes(width=8, batch=32, n_train=128, n_val=64, warmup=1, steps=2, repeats=1,
-                  workers=1, epoch_depth=4, pipeline_images=256),
+                  workers=1, epoch_depth=4, pipeline_images=256, many_steps=4),
 }
 # fmt: on
 
@@ -152,6 +155,13 @@ def load_data(root: Path, sizes: Sizes) -> tuple[Pair, Pair, str]:
     train_idx, val_idx = split_indices(len(y), split_seed=0)
     train_idx, val_idx = train_idx[:n_train], val_idx[: sizes.n_val]
     return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), source
+
+
+def cover(data: Pair, images: int) -> Pair:
+    """`data` repeated until it holds `images` images: a timed window of many steps stays inside one epoch
+    (StepTimer counts batches within an epoch)."""
+    reps = -(-images // len(data[1]))
+    return (data[0].repeat(reps, 1, 1, 1), data[1].repeat(reps)) if reps > 1 else data
 
 
 class _PILImages(torch.utils.data.Dataset):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from kd_lightning.bench.harness import TARGETS
 
+Line = tuple[str, str, str, str, str, str]
+
 
 def _fmt(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
@@ -17,23 +19,69 @@ def _at_least(target: float | None) -> str:
     return "-" if target is None else f">= {target:g}x"
 
 
-def table(r: dict) -> str:
-    """One comparison per line: ours, the alternative, their ratio, the target and whether it is met."""
-    p, k, e = r["pipeline"], r["kd"], r["epoch"]
-    rows = [("comparison", "ours", "alternative", "ratio", "target", "met")]
-    cells = _fmt(p["ours_img_s"]), _fmt(p["torchvision_img_s"]), f"{p['ratio']:.1f}x"
-    rows.append(("1 data pipeline, img/s (vs torchvision)", *cells, _at_least(p["target"]), _met(p["met"])))
-    for name, t in r["trainer"].items():
+def _note(text: str) -> Line:
+    return (text, "", "", "", "", "")
+
+
+def _step_rows(r: dict) -> list[Line]:
+    """Comparisons 1-4, those that ran."""
+    rows: list[Line] = []
+    if p := r.get("pipeline"):
+        cells = _fmt(p["ours_img_s"]), _fmt(p["torchvision_img_s"]), f"{p['ratio']:.1f}x"
+        rows.append(("1 data pipeline, img/s (vs torchvision)", *cells, _at_least(p["target"]), _met(p["met"])))
+    for name, t in r.get("trainer", {}).items():
         cells = _fmt(t["lightning_img_s"]), _fmt(t["plain_img_s"]), f"{t['ratio']:.3f}x"
         rows.append((f"2 Lightning vs plain loop {name}, img/s", *cells, _at_least(t["target"]), _met(t["met"])))
-    cells = _fmt(k["kd_ms"]), _fmt(k["bound_ms"]), f"{k['ratio']:.3f}x"
-    rows.append((f"3 KD step vs baseline + {TARGETS['kd_slack']:g} teacher fwd, ms", *cells, "<= 1x", _met(k["met"])))
-    parts = f"  (baseline step {_fmt(k['baseline_ms'])} ms, teacher forward {_fmt(k['teacher_forward_ms'])} ms)"
-    rows.append((parts, "", "", "", "", ""))
-    label = f"4 one epoch ResNet-{e['depth']}, s (vs naive Lightning)"
-    cells = f"{e['ours_s']:.2f}", f"{e['naive_s']:.2f}", f"{e['speedup']:.2f}x"
-    rows.append((label, *cells, _at_least(e["target"]), _met(e["met"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    if k := r.get("kd"):
+        cells = _fmt(k["kd_ms"]), _fmt(k["bound_ms"]), f"{k['ratio']:.3f}x"
+        label = f"3 KD step vs baseline + {TARGETS['kd_slack']:g} teacher fwd, ms"
+        rows.append((label, *cells, "<= 1x", _met(k["met"])))
+        rows.append(
+            _note(f"  (baseline step {_fmt(k['baseline_ms'])} ms, teacher forward {_fmt(k['teacher_forward_ms'])} ms)")
+        )
+    if e := r.get("epoch"):
+        label = f"4 one epoch ResNet-{e['depth']}, s (vs naive Lightning)"
+        cells = f"{e['ours_s']:.2f}", f"{e['naive_s']:.2f}", f"{e['speedup']:.2f}x"
+        rows.append((label, *cells, _at_least(e["target"]), _met(e["met"])))
+    return rows
+
+
+def _run_rows(r: dict) -> list[Line]:
+    """Comparisons 5 and 6, when they ran."""
+    rows: list[Line] = []
+    if m := r.get("many"):
+        side = m["mps"] or m["side_by_side"]
+        label = f"5 {m['runs']} runs side by side{' (MPS)' if m['mps'] else ''} vs in turn, wall s"
+        rows.append(
+            (label, f"{side['wall_s']:.1f}", f"{m['sequential']['wall_s']:.1f}", f"{m['wall_speedup']:.2f}x", "-", "-")
+        )
+        rates = [
+            f"in turn {_fmt(m['sequential']['train_img_s'])}",
+            f"side by side {_fmt(m['side_by_side']['train_img_s'])}",
+        ]
+        if m["mps"]:
+            rates.append(f"MPS {_fmt(m['mps']['train_img_s'])}")
+        rows.append(_note(f"  (training img/s together: {', '.join(rates)}; {m['mps_note']})"))
+    if c := r.get("compile"):
+        for mode, v in c.items():
+            if mode != "eager":
+                cells = _fmt(v["img_s"]), _fmt(c["eager"]["img_s"]), f"{v['speedup']:.2f}x"
+                rows.append((f"6 compile={mode} ResNet-4 step, img/s (vs eager)", *cells, "-", "-"))
+                rows.append(
+                    _note(f"  (first step {v['first_step_s']:.1f} s; eager {c['eager']['first_step_s']:.1f} s)")
+                )
+    return rows
+
+
+def table(r: dict) -> str:
+    """One comparison per line: ours, the alternative, their ratio, the target and whether it is met."""
+    rows: list[Line] = [("comparison", "ours", "alternative", "ratio", "target", "met")]
+    rows += _step_rows(r) + _run_rows(r)
+    cells = [row for row in rows if any(row[1:])]  # notes are printed whole, outside the columns
+    widths = [max(len(row[i]) for row in cells) for i in range(6)]
     return "\n".join(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows
+        row[0]
+        if not any(row[1:])
+        else "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        for row in rows
     )

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import kd_lightning.report as package
-from kd_lightning.config import KDConfig
+from kd_lightning.config import DKDConfig, KDConfig
+from kd_lightning.report import method_tables
+from kd_lightning.report.methods import Defaults, method_rows
 from kd_lightning.report.stats import Row, build_rows
 from kd_lightning.report.tables import render_csv, render_markdown
 from kd_lightning.runs import Run, iter_runs, write_text
@@ -24,11 +26,39 @@ def write_figures(rows: list[Row], runs: list[Run], out_dir: Path) -> None:
     curves = figures.plot_runs(runs, out_dir / "curves")
     for name, made in (
         ("curves_overview.png", figures.plot_overview(rows, curves, out_dir / "curves_overview.png")),
+        ("depth_comparison.png", figures.plot_depth_comparison(rows, curves, out_dir / "depth_comparison.png")),
         ("accuracy_vs_depth.png", figures.plot_accuracy_vs_depth(rows, out_dir / "accuracy_vs_depth.png")),
-        ("kd_sweep_val_acc.png", figures.plot_sweep(runs, out_dir / "kd_sweep_val_acc.png")),
+        ("kd_sweep_val_acc.png", figures.plot_sweep(rows, out_dir / "kd_sweep_val_acc.png")),
     ):
         if not made:
             (out_dir / name).unlink(missing_ok=True)  # a figure from an older set of runs would mislead
+
+
+def write_tables(rows: list[Row], runs: list[Run], out_dir: Path, select: str, kd: tuple[float, float]) -> str:
+    """results.md and results.csv, then methods.csv and calibration.csv when their tables are shown (removed when
+    not, like a stale figure); returns results.md's text. The DKD default is the config's."""
+    defaults = Defaults(kd=kd, dkd=(DKDConfig.alpha, DKDConfig.beta, KDConfig.temperature, DKDConfig.warmup_epochs))
+    mrows = method_rows(rows, defaults)
+    text = render_markdown(
+        rows,
+        runs,
+        select=select,
+        alpha=kd[0],
+        temperature=kd[1],
+        notes=tuple(method_tables.method_notes(mrows, defaults)),
+        sections=(method_tables.methods_section(mrows), method_tables.calibration_section(rows, mrows, runs)),
+    )
+    write_text(out_dir / "results.md", text)
+    write_text(out_dir / "results.csv", render_csv(rows, runs))
+    for name, wanted, content in (
+        ("methods.csv", bool(mrows), lambda: method_tables.methods_csv(mrows)),
+        ("calibration.csv", method_tables.has_calibration(runs), lambda: method_tables.calibration_csv(rows, mrows)),
+    ):
+        if wanted:
+            write_text(out_dir / name, content())
+        else:
+            (out_dir / name).unlink(missing_ok=True)
+    return text
 
 
 def make_report(
@@ -54,9 +84,7 @@ def make_report(
     out_dir = Path(out_dir) if out_dir is not None else runs_dir.resolve().parent / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = build_rows(runs, alpha=float(alpha), temperature=float(temperature), select=select)
-    text = render_markdown(rows, runs, select=select, alpha=alpha, temperature=temperature)
-    write_text(out_dir / "results.md", text)
-    write_text(out_dir / "results.csv", render_csv(rows, runs))
+    text = write_tables(rows, runs, out_dir=out_dir, select=select, kd=(float(alpha), float(temperature)))
     if figures:
         write_figures(rows, runs, out_dir)
     return text, out_dir

@@ -1,16 +1,23 @@
-"""The report's numbers: per-seed statistics and one table row per model, without matplotlib.
+"""The report's numbers: per-seed statistics and one table row per network, without matplotlib.
 
 Kept apart from rendering and plotting so the statistics (and the choice of KD setting, made on
-validation accuracy only) can be imported and tested cheaply.
+validation accuracy only) can be imported and tested cheaply. A row is one network: runs of another
+reading, plan or variant (a longer schedule, another learning rate) are another network, so they get
+a row of their own and are never averaged as seeds of one.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
-from kd_lightning.runs import Run
+from kd_lightning.runs import Run, RunRecord
+
+log = logging.getLogger(__name__)
 
 # the study's test accuracy (%): depth -> (baseline, KD); its teacher is a ResNet-10
 STUDY = {10: (90, None), 3: (64, 67), 4: (70, 76), 5: (82, 84), 6: (87, 87)}
@@ -21,7 +28,7 @@ Setting = tuple[float, float]  # (alpha, temperature) of a KD run
 
 @dataclass
 class Stat:
-    """Mean, sample standard deviation (None for one value) and count of percentages."""
+    """Mean, sample standard deviation (None for one value) and count of a list of numbers."""
 
     values: list[float] = field(default_factory=list)
 
@@ -37,22 +44,27 @@ class Stat:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if self.n > 1 else None
 
-    def cell(self, signed: bool = False) -> str:
+    def cell(self, signed: bool = False, digits: int = 2) -> str:
         """'62.00 ± 2.00 (n=3)', '70.00 (n=1)' for one value, '-' for none."""
         if not self.values:
             return "-"
-        text = f"{self.mean:+.2f}" if signed else f"{self.mean:.2f}"
-        return text + (f" ± {self.std:.2f}" if self.std is not None else "") + f" (n={self.n})"
+        text = f"{self.mean:{'+' if signed else ''}.{digits}f}"
+        return text + (f" ± {self.std:.{digits}f}" if self.std is not None else "") + f" (n={self.n})"
+
+
+def stat(runs: list[Run], key: str, scale: float = 1.0) -> Stat:
+    """The record field `key` of every run that has it, times `scale`."""
+    values = (getattr(r.record, key) for r in runs)
+    return Stat([scale * v for v in values if v is not None])
 
 
 def pct(runs: list[Run], key: str) -> Stat:
     """The record field `key` (a fraction) of every run that has it, in percent."""
-    values = (getattr(r.record, key) for r in runs)
-    return Stat([100 * v for v in values if v is not None])
+    return stat(runs, key, scale=100.0)
 
 
 def paired_difference(kd: list[Run], base: list[Run]) -> Stat:
-    """KD minus baseline test accuracy of the same seed, over the seeds both have."""
+    """KD (or any method) minus baseline test accuracy of the same seed, over the seeds both have."""
     by_seed = {r.record.seed: r.record.test_acc for r in base}
     return Stat(
         [
@@ -63,38 +75,119 @@ def paired_difference(kd: list[Run], base: list[Run]) -> Stat:
     )
 
 
-def kd_settings(kd_runs: list[Run]) -> dict[Setting, list[Run]]:
-    """KD runs grouped by (alpha, temperature), in increasing order of the setting."""
-    groups: dict[Setting, list[Run]] = defaultdict(list)
-    for r in kd_runs:
-        groups[(float(r.record.alpha), float(r.record.temperature))].append(r)
+def warn_repeated_seeds(cell: str, runs: list[Run]) -> None:
+    """A warning when a cell would average two runs of one seed: they differ in something its row does not tell
+    apart (another teacher, say), so the cell's mean and its n would mislead."""
+    seeds = [r.record.seed for r in runs]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        names = ", ".join(sorted(r.record.run_name for r in runs if r.record.seed in repeated))
+        log.warning("%s averages several runs of one seed: %s", cell, names)
+
+
+# ----------------------------------------------------------------------------- what a record is
+
+
+def layout(record: RunRecord) -> str:
+    """'' (the default blocks reading), 'stages' or 'p1_1_1_1' (a plan): the net tag config.net_tag gives the name.
+
+    Old records lack `reading`: they were all trained with the blocks reading.
+    """
+    if record.reading == "plan" and record.plan:
+        return "p" + "_".join("".join(map(str, stage)) for stage in record.plan)
+    return "" if record.reading in (None, "blocks") else record.reading
+
+
+def teacher_run_name(record: RunRecord) -> str | None:
+    """The run that trained a kd run's teacher: the lineage's last entry, else the run folder of a run checkpoint.
+
+    None for an old record's teacher export (teachers/r10-w64-s0.ckpt): the teacher run of the study.
+    """
+    if record.lineage and record.lineage[-1].get("run_name"):
+        return str(record.lineage[-1]["run_name"])
+    ckpt = PurePath(record.teacher_ckpt) if record.teacher_ckpt else None
+    return ckpt.parent.parent.name if ckpt is not None and ckpt.parent.name == "checkpoints" else None
+
+
+def via_assistant(record: RunRecord) -> bool:
+    """Whether a kd run's teacher is itself a student (an assistant), not a teacher run.
+
+    A lineage of two or more runs is a chain; so is a teacher taken from a baseline or kd run's checkpoint.
+    """
+    name = teacher_run_name(record)
+    return len(record.lineage or []) >= 2 or (name is not None and not name.startswith("teacher-"))
+
+
+def kd_kind(record: RunRecord) -> str:
+    """'kd' (plain: forward KL from a teacher run), 'reverse', 'dkd', 'assistant' (plain KD from an assistant)
+    or 'other' (reverse KD or DKD from an assistant, or a method this report does not know).
+
+    Old records lack method and divergence: they were plain forward KD.
+    """
+    method, reverse = record.method or "kd", record.divergence == "reverse"
+    chain = via_assistant(record)
+    if method == "dkd":
+        return "other" if chain else "dkd"
+    if method != "kd":
+        return "other"
+    if chain:
+        return "other" if reverse else "assistant"
+    return "reverse" if reverse else "kd"
+
+
+# ----------------------------------------------------------------------------- choosing a setting
+
+
+def settings_of(runs: list[Run], key: Callable[[RunRecord], Hashable]) -> dict:
+    """Runs grouped by their setting `key(record)`, in increasing order of the setting."""
+    groups: dict = defaultdict(list)
+    for r in runs:
+        groups[key(r.record)].append(r)
     return dict(sorted(groups.items()))
 
 
-def best_on_validation(settings: dict[Setting, list[Run]]) -> Setting:
-    """The (alpha, T) of highest mean best_val_acc; ties go to more seeds, then the smaller alpha and T."""
-    return max(settings, key=lambda s: (pct(settings[s], "best_val_acc").mean, len(settings[s]), -s[0], -s[1]))
+def kd_settings(kd_runs: list[Run]) -> dict[Setting, list[Run]]:
+    """KD runs grouped by (alpha, temperature), in increasing order of the setting."""
+    return settings_of(kd_runs, key=lambda r: (float(r.alpha), float(r.temperature)))
+
+
+def best_on_validation(settings: dict) -> Hashable:
+    """The setting of highest mean best_val_acc; ties go to more seeds, then the smaller setting (alpha, then T).
+
+    `settings` is in increasing order (settings_of), and max keeps the first of equal keys.
+    """
+    return max(settings, key=lambda s: (pct(settings[s], "best_val_acc").mean, len(settings[s])))
 
 
 @dataclass
 class Row:
-    """One line of the table: a teacher, or a student depth with its baseline and its chosen KD runs."""
+    """One line of the table: a teacher, or a student network with its baseline and its chosen plain KD runs."""
 
     model: str
     role: str  # teacher | student
     depth: int
     width: int
     base: Stat
+    layout: str = ""  # '' | 'stages' | 'p1_1_1_1'
+    variant: str = ""  # the run name's tags of non-default settings, e.g. 'e60'
     kd: Stat = field(default_factory=Stat)
     paired: Stat = field(default_factory=Stat)
     agreement: Stat = field(default_factory=Stat)
     setting: Setting | None = None
+    chosen: str = ""  # how the setting was chosen: default | only setting | best of k on validation
     base_runs: list[Run] = field(default_factory=list)
-    kd_runs: list[Run] = field(default_factory=list)
+    kd_runs: list[Run] = field(default_factory=list)  # plain KD at the chosen setting
+    plain_kd: list[Run] = field(default_factory=list)  # plain KD at every setting (the sweep)
+    distilled: list[Run] = field(default_factory=list)  # every kd-mode run of this network, of any method
 
     @property
     def delta(self) -> float | None:
         return self.kd.mean - self.base.mean if self.kd.n and self.base.n else None
+
+    @property
+    def family(self) -> str:
+        """The label without 'ResNet-d': which rows of different depths a figure may join with one line."""
+        return self.model.replace(" (teacher)", "").removeprefix(f"ResNet-{self.depth}")
 
     @property
     def study(self) -> tuple[int | None, int | None]:
@@ -104,46 +197,56 @@ class Row:
         return STUDY.get(self.depth, (None, None)) if self.depth != STUDY_TEACHER_DEPTH else (None, None)
 
 
-def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -> list[Row]:
-    """Teacher rows first, then one row per student (depth, width).
+RowKey = tuple[str, int, int, str, str]  # mode, depth, width, layout, variant
 
-    The KD column uses (alpha, temperature), or with select="val" the setting of best validation
-    accuracy; a depth with a single KD setting uses that one.
+
+def row_key(record: RunRecord) -> RowKey:
+    return (record.mode, record.depth, record.width, layout(record), record.variant or "")
+
+
+def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -> list[Row]:
+    """Teacher rows first, then one row per student network (depth, width, layout, variant).
+
+    The KD column uses plain KD runs only (kd_kind 'kd') at (alpha, temperature), or with select="val"
+    the setting of best validation accuracy; a network with a single KD setting uses that one.
     """
-    by: dict[tuple[str, int, int], list[Run]] = defaultdict(list)
+    by: dict[RowKey, list[Run]] = defaultdict(list)
     for r in runs:
-        by[(r.record.mode, r.record.depth, r.record.width)].append(r)
+        by[row_key(r.record)].append(r)
     widths = {r.record.width for r in runs}
 
-    def label(d: int, w: int) -> str:
-        return f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "")
-
-    rows = [
-        Row(
-            model=label(d, w) + " (teacher)",
-            role="teacher",
+    def new_row(role: str, net: tuple[int, int, str, str], base: list[Run]) -> Row:
+        d, w, lay, var = net
+        model = f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "") + (f" {lay}" if lay else "")
+        model += (f" [{var}]" if var else "") + (" (teacher)" if role == "teacher" else "")
+        return Row(
+            model=model,
+            role=role,
             depth=d,
             width=w,
-            base=pct(rs, "test_acc"),
-            base_runs=rs,
+            base=pct(base, "test_acc"),
+            layout=lay,
+            variant=var,
+            base_runs=base,
         )
-        for (mode, d, w), rs in sorted(by.items())
-        if mode == "teacher"
-    ]
-    students = sorted({(d, w) for (mode, d, w) in by if mode != "teacher"})
-    for d, w in students:
-        base = by.get(("baseline", d, w), [])
-        row = Row(model=label(d, w), role="student", depth=d, width=w, base=pct(base, "test_acc"), base_runs=base)
-        settings = kd_settings(by.get(("kd", d, w), []))
+
+    rows = [new_row("teacher", key[1:], by[key]) for key in sorted(by) if key[0] == "teacher"]
+    for net in sorted({key[1:] for key in by if key[0] != "teacher"}):
+        row = new_row("student", net, by.get(("baseline", *net), []))
+        row.distilled = by.get(("kd", *net), [])
+        row.plain_kd = [r for r in row.distilled if kd_kind(r.record) == "kd"]
+        settings = kd_settings(row.plain_kd)
         if select == "val" and settings:
-            row.setting = best_on_validation(settings)
+            row.setting, row.chosen = best_on_validation(settings), f"best of {len(settings)} on validation"
         elif (alpha, temperature) in settings:
-            row.setting = (alpha, temperature)
+            row.setting, row.chosen = (alpha, temperature), "default"
         elif len(settings) == 1:  # a single setting that is not the default: still the only KD result
-            row.setting = next(iter(settings))
+            row.setting, row.chosen = next(iter(settings)), "only setting"
+        warn_repeated_seeds(f"{row.model} baseline", row.base_runs)
         if row.setting is not None:
             row.kd_runs = settings[row.setting]
+            warn_repeated_seeds(f"{row.model} KD", row.kd_runs)
             row.kd, row.agreement = pct(row.kd_runs, "test_acc"), pct(row.kd_runs, "test_agreement")
-            row.paired = paired_difference(row.kd_runs, base)
+            row.paired = paired_difference(row.kd_runs, row.base_runs)
         rows.append(row)
     return rows

@@ -109,14 +109,13 @@ def describe(runs: list[Run]) -> list[str]:
     return lines
 
 
-def sweep_table(rows: list[Row], runs: list[Run]) -> tuple[list[str], list[list[str]]]:
-    """Per student: the alpha/T of best mean validation accuracy and what it scored."""
+def sweep_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Per student network: the plain-KD alpha/T of best mean validation accuracy and what it scored."""
     out = []
     for row in rows:
-        kd = [r for r in runs if r.record.mode == "kd" and (r.record.depth, r.record.width) == (row.depth, row.width)]
-        if row.role != "student" or not kd:
+        if not row.plain_kd:
             continue
-        settings = kd_settings(kd)
+        settings = kd_settings(row.plain_kd)
         a, t = best_on_validation(settings)
         best = settings[(a, t)]
         out.append(
@@ -133,8 +132,27 @@ def sweep_table(rows: list[Row], runs: list[Run]) -> tuple[list[str], list[list[
     return SWEEP_HEADER, out
 
 
-def render_markdown(rows: list[Row], runs: list[Run], select: str, alpha: float, temperature: float) -> str:
-    """results.md: what the runs were, the table, and the sweep table when some depth tried several settings."""
+def rows_note(rows: list[Row]) -> list[str]:
+    """A preamble line, when some row is another reading, plan or variant: why one depth can have several rows."""
+    if not any(row.layout or row.variant for row in rows):
+        return []
+    return [
+        "- Rows: one per network; another reading ('stages'), a plan ('p1_1_1_1') or variant tags ('[e60]': "
+        "settings that differ from the defaults) make another row, never more seeds of one"
+    ]
+
+
+def render_markdown(
+    rows: list[Row],
+    runs: list[Run],
+    select: str,
+    alpha: float,
+    temperature: float,
+    notes: tuple[str, ...] = (),
+    sections: tuple[str, ...] = (),
+) -> str:
+    """results.md: what the runs were, the table, the sweep table when some network tried several settings,
+    then `sections` (methods, calibration: method_tables.py) with their preamble `notes`; empty ones are skipped."""
     how = (
         f"alpha={alpha:g}, T={temperature:g} (or a depth's only setting)"
         if select == "default"
@@ -147,15 +165,17 @@ def render_markdown(rows: list[Row], runs: list[Run], select: str, alpha: float,
         "accuracy only; test accuracy is reported, never used to choose.\n",
         "\n".join(
             describe(runs)
+            + rows_note(rows)
             + [f"- KD column: {how}", "- Study columns: the study's reported test accuracy at the same depth"]
+            + list(notes)
         )
         + "\n",
         md_table(MD_HEADER, [md_row(r) for r in rows]),
     ]
-    header, sweep = sweep_table(rows, runs)
-    if any(row[-1] != "1" for row in sweep):  # only when some depth tried several settings
+    header, sweep = sweep_table(rows)
+    if any(row[-1] != "1" for row in sweep):  # only when some network tried several settings
         parts += ["## KD settings chosen on validation accuracy\n", md_table(header, sweep)]
-    return "\n".join(parts)
+    return "\n".join(parts + [s for s in sections if s])
 
 
 def r4(x: float | None) -> str:

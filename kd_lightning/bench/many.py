@@ -1,0 +1,122 @@
+"""Comparison 5: many runs on one device: N short training processes one after another, side by side, and
+side by side under CUDA MPS (when the machine has it).
+
+The study trains 8 students per seed, each a process of its own. Each side here starts N such
+processes (a ResNet-4 through the Lightning Trainer, `many_steps` steps of the study's batch), and
+records the whole wall time (process start-up included, as in the study) and the training rate of
+all of them together: their images over the span of their timed windows (the sum of the windows
+one after another). Workers come first in the benchmark, before its own process touches the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from kd_lightning import mps
+from kd_lightning.bench.harness import Pair, Sizes
+
+
+def _worker(argv: list[str]) -> None:
+    """One run: `python -m kd_lightning.bench.many DATA DEVICE WIDTH BATCH STEPS THREADS`; prints one JSON line."""
+    import lightning as L
+
+    from kd_lightning.bench.harness import StepTimer, accelerator, cover
+    from kd_lightning.data import CIFAR10DataModule
+    from kd_lightning.hardware import choose_precision, prepare_backends
+    from kd_lightning.modules import BaselineModule
+
+    data, device_type, width, batch, steps, threads = argv[0], argv[1], *map(int, argv[2:])
+    torch.set_num_threads(threads)
+    device = torch.device(device_type)
+    prepare_backends(accelerator(device))
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    warmup = max(2, steps // 10)
+    train = cover(torch.load(data), (warmup + steps) * batch)
+    timer = StepTimer(warmup, warmup + steps - 1, device)
+    trainer = L.Trainer(
+        accelerator=accelerator(device),
+        devices=1,
+        precision=choose_precision(accelerator(device)),
+        max_steps=warmup + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    offset = time.time() - time.perf_counter()  # the windows of several processes on one clock
+    torch.manual_seed(0)
+    trainer.fit(
+        BaselineModule(4, width=width), datamodule=CIFAR10DataModule.from_tensors(train, train, batch_size=batch)
+    )
+    start, end = timer.stamps[0] + offset, timer.stamps[-1] + offset
+    print(json.dumps({"start": start, "end": end, "images": steps * batch}))
+
+
+def _side(n: int, parallel: bool, command: list[str], env: dict[str, str]) -> dict:
+    """Wall seconds of n workers (at once or in turn) and their training rate together."""
+    t0 = time.perf_counter()
+    if parallel:
+        procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        outputs = [p.communicate()[0] for p in procs]
+        codes = [p.returncode for p in procs]
+    else:
+        done = [subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        outputs, codes = [d.stdout for d in done], [d.returncode for d in done]
+    wall = time.perf_counter() - t0
+    if any(codes):
+        raise RuntimeError(f"a many-runs worker failed (exit codes {codes}); run it alone to see why: {command}")
+    windows = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    images = sum(w["images"] for w in windows)
+    span = max(w["end"] for w in windows) - min(w["start"] for w in windows)
+    if not parallel:
+        span = sum(w["end"] - w["start"] for w in windows)
+    return {
+        "wall_s": wall,
+        "train_img_s": images / span,
+        "per_run_img_s": [w["images"] / (w["end"] - w["start"]) for w in windows],
+    }
+
+
+def bench_many(train: Pair, sizes: Sizes, device: torch.device, tmp: Path) -> dict:
+    """N runs one after another vs side by side vs side by side under MPS (CUDA only)."""
+    n, cores = sizes.many, os.cpu_count() or 1
+    data = tmp / "many-data.pt"
+    torch.save((train[0][: sizes.n_train].clone(), train[1][: sizes.n_train].clone()), data)
+
+    def command(threads: int) -> list[str]:
+        args = [data, device.type, sizes.width, sizes.batch, sizes.many_steps, threads]
+        return [sys.executable, "-m", "kd_lightning.bench.many", *map(str, args)]
+
+    package_root = str(Path(__file__).resolve().parents[2])  # the workers import this copy of the package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    one_thread = max(1, cores // n)
+    result = {
+        "runs": n,
+        "steps": sizes.many_steps,
+        "sequential": _side(n, False, command(cores), env),
+        "side_by_side": _side(n, True, command(one_thread), env),
+        "mps": None,
+        "mps_note": "CPU: no MPS",
+    }
+    if device.type == "cuda":
+        with mps.daemon(tmp / "mps") as state:
+            result["mps_note"] = state.note
+            if state.active:
+                result["mps"] = _side(n, True, command(one_thread), {**env, **state.env})
+    best = min(result[k]["wall_s"] for k in ("side_by_side", "mps") if result[k] is not None)
+    result["wall_speedup"] = result["sequential"]["wall_s"] / best
+    return result
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1:])
