@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.callbacks import AtomicCheckpointIO, CheckpointOnStop, RunCheckpoint, RunClock, RunSettings
@@ -48,11 +51,29 @@ def build_module(cfg: DictConfig, dm: CIFAR10DataModule) -> BaselineModule:
     else:
         kd = OmegaConf.to_container(cfg.kd)
         module = DistillModule(net.depth, cfg.teacher.ckpt, kd=kd, width=net.width, **common)
-    if cfg.compile:
-        module.model.compile()
-        if isinstance(module, DistillModule):
-            module.teacher.compile()
+    if (mode := compile_mode(cfg.compile)) is not None:
+        compile_models(module, mode, Path(cfg.paths.root))
     return module
+
+
+def compile_mode(value: Any) -> str | None:
+    """The torch.compile mode the `compile` key asks for (None: off); `compile=true` is the default mode."""
+    if value is True:
+        return "default"
+    return None if value in (False, None) else str(value)
+
+
+def compile_models(module: BaselineModule, mode: str, root: Path) -> None:
+    """Compile the student (and a KD run's teacher) in place; state-dict keys stay as they are.
+
+    Inductor's cache goes to one folder under paths.root unless TORCHINDUCTOR_CACHE_DIR is set, so the
+    runs of a sweep compile each graph once between them, not once per process.
+    """
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root.resolve() / "cache" / "inductor"))
+    options = {} if mode == "default" else {"mode": mode}
+    module.model.compile(**options)
+    if isinstance(module, DistillModule):
+        module.teacher.compile(**options)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None = None) -> L.Trainer:
@@ -67,8 +88,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None =
             auto_insert_metric_name=False,
             enable_version_counter=False,
         ),
-        # last.ckpt after every epoch; save_last=True above would skip the epochs that do not improve val/acc
-        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        # last.ckpt every trainer.checkpoint_every epochs and at the last; save_last=True above would skip the
+        # epochs that do not improve val/acc
+        RunCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False, every=t.checkpoint_every
+        ),
         RunClock(),
         settings or RunSettings({}),
         CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
@@ -86,7 +110,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None =
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        # async: the write (atomic still) leaves the training thread; its error surfaces at the next save or at the end
+        plugins=[AsyncCheckpointIO(AtomicCheckpointIO()) if t.async_checkpoint else AtomicCheckpointIO()],
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
         default_root_dir=str(run_dir),
         enable_model_summary=False,

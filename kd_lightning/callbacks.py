@@ -79,7 +79,28 @@ class RunClock(Callback):
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that keeps its best score when the run folder has moved since the checkpoint
-    was written (Lightning drops the score then, and the next epoch would count as best)."""
+    was written (Lightning drops the score then, and the next epoch would count as best).
+
+    `every`: write only every N epochs, and always at the final epoch (last.ckpt with
+    trainer.checkpoint_every): fewer writes for the training thread to wait on. A SIGTERM still saves
+    through CheckpointOnStop, so only a hard kill loses more than the current epoch (up to N).
+    """
+
+    def __init__(self, *, every: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.every = every
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        return self.every <= 1 or epoch % self.every == 0 or epoch >= (trainer.max_epochs or 0) or trainer.should_stop
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._due(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._due(trainer):
+            super().on_validation_end(trainer, pl_module)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath

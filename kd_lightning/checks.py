@@ -15,7 +15,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kd_lightning.config import ConfigError, Divergence, Method, Mode, Reading, Schedule, Source, allowed, values
+from kd_lightning.config import (
+    COMPILE_MODES,
+    ConfigError,
+    Divergence,
+    Method,
+    Mode,
+    Reading,
+    Schedule,
+    Source,
+    allowed,
+    values,
+)
 from kd_lightning.hardware import memory_bytes, uses_cuda
 from kd_lightning.models import estimate, net_plan
 
@@ -97,6 +108,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.log_every_n_steps": _int(1),
     "paths.root": _path("the output folder"),
     "gpu_pool.jobs_per_gpu": _int(1),
+    "compile": (
+        lambda v: isinstance(v, bool) or v in COMPILE_MODES,
+        "false, true or one of " + ", ".join(COMPILE_MODES),
+    ),
+    "trainer.checkpoint_every": _int(1),
 }
 
 

@@ -140,6 +140,8 @@ class TrainerConfig:
     deterministic: bool = False
     enable_progress_bar: bool = True
     log_every_n_steps: int = 50
+    checkpoint_every: int = 1  # last.ckpt every N epochs; the final epoch and a SIGTERM always write it
+    async_checkpoint: bool = False  # write checkpoints in a background thread (AsyncCheckpointIO, still atomic)
 
 
 @dataclass
@@ -157,13 +159,17 @@ class GpuPoolConfig:
     lock_dir: str = "${oc.env:TMPDIR,/tmp}/kd-lightning-gpu-locks"  # one lock file per GPU slot; machine-local
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes, for `compile`
+
+
 @dataclass
 class Config:
     mode: Mode = Mode.kd
     seed: int = 0  # training seed (initialisation, batch order, augmentation)
     run_name: str = "${kd_run_name:}"  # the run folder's name, derived from the config
     overwrite: bool = False  # retrain a run whose metrics.json already exists
-    compile: bool = False  # torch.compile the student (and the teacher)
+    # torch.compile the student and the teacher: false, or a COMPILE_MODES mode (true means default)
+    compile: Any = False
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     kd: KDConfig = field(default_factory=KDConfig)

@@ -126,6 +126,11 @@ CASES = [
         ["paths.root=/proc/kd-lightning"],
         ["paths.root=/proc/kd-lightning", "cannot be written", "choose a folder you can write to"],
     ),
+    Case(
+        "paths-root-is-a-file",
+        ["paths.root={ws}/corrupt.ckpt"],
+        ["paths.root={ws}/corrupt.ckpt", "cannot be written", "choose a folder you can write to"],
+    ),
     # ---- networks or batches too large for this machine: refused from an estimate, nothing is built
     Case("student-too-wide", ["student.width=100000"], ["student.width=100000", "GiB", MEMORY_WAY_OUT], quick=True),
     Case("student-too-deep", ["student.depth=100000"], ["student.depth=100000", "GiB", MEMORY_WAY_OUT], quick=True),
@@ -193,6 +198,11 @@ CASES = [
     ),
     # ---- data.source=folder: the layout, then the images
     Case("folder-root-missing", [*FOLDER, "data.root={ws}/nowhere"], ["data.root={ws}/nowhere", "does not exist"]),
+    Case(
+        "folder-root-is-a-file",
+        [*FOLDER, "data.root={ws}/corrupt.ckpt"],
+        ["data.root={ws}/corrupt.ckpt", "an unpacked CIFAR-10 folder (train/<class>/, test/<class>/)"],
+    ),
     Case(
         "folder-root-empty",
         [*FOLDER, "data.root={ws}/empty"],
@@ -442,7 +452,7 @@ def run_cases(ws: Path, cases: list[Case]) -> dict[str, dict]:
     results = json.loads((work / "results.json").read_text())
     for case in cases:
         own = own_root(case)
-        root = ws / "roots" / case.id if own is None else Path(own or "/")
+        root = ws / "roots" / case.id if own is None else Path(own.format(ws=ws) or "/")
         found = [root] if own is None else [root / "runs", root / "teachers"]
         left = [p for top in found if top.exists() for p in [top, *top.rglob("*")] if p != root]
         results[case.id]["left"] = sorted(str(p.relative_to(root)) for p in left)
