@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kd_lightning.config import (
@@ -82,7 +83,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "teacher.depth": _int(3),
     "teacher.width": _int(1),
     "teacher.reading": _one_of(values(Reading), allowed(Reading)),
-    "teacher.ckpt": _path("a teacher run's checkpoint"),
+    "teacher.ckpt": _path("a finished run's checkpoint"),
     "kd.method": _one_of(values(Method), allowed(Method)),
     "kd.alpha": _number(0, 1),
     "kd.temperature": _number(0, MAX_TEMPERATURE, lo_open=True),
@@ -166,6 +167,16 @@ def check_devices(trainer: DictConfig) -> None:
     if on_gpu and str(trainer.precision).startswith("bf16") and not torch.cuda.is_bf16_supported():
         raise ConfigError(
             f"trainer.precision={trainer.precision} is not possible on this GPU (no bfloat16); use 16-mixed or 32-true"
+        )
+    if not on_gpu and trainer.precision == "16-mixed":  # Lightning would quietly train bf16-mixed instead
+        raise ConfigError(
+            "trainer.precision=16-mixed is not possible on the CPU (float16 autocast runs on GPUs); "
+            "use bf16-mixed or 32-true"
+        )
+    if trainer.strategy != "auto" and trainer.strategy not in StrategyRegistry.available_strategies():
+        raise ConfigError(
+            f"trainer.strategy={trainer.strategy} is unknown; use auto, ddp, ddp_spawn, fsdp or another name "
+            "Lightning's StrategyRegistry lists"
         )
 
 

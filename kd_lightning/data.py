@@ -258,8 +258,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         """(images, labels, digest of both) for train and test."""
         if self.source == Source.folder:
             if not self.root.is_dir():
+                what = "is a file, not a folder" if self.root.exists() else "does not exist"
                 raise DataError(
-                    f"data.root={self.root} does not exist; data.source=folder needs an unpacked CIFAR-10 "
+                    f"data.root={self.root} {what}; data.source=folder needs an unpacked CIFAR-10 "
                     "folder (train/<class>/, test/<class>/), e.g. `make data`"
                 )
             listings = [list_split(self.root, split) for split in ("train", "test")]  # layout errors before decoding
@@ -284,6 +285,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         full_val = split_indices(len(train_y), self.split_seed)[1]
         self.split_hash = index_hash(full_val)  # same for every subset of one split
         self.val_hash = index_hash(self.val_idx)
+        if self.batch_size > len(self.train_idx):  # one short batch an epoch would not be the batch size recorded
+            raise DataError(
+                f"data.batch_size={self.batch_size} is larger than the {len(self.train_idx)} training images of this "
+                f"data; choose at most {len(self.train_idx)}"
+            )
         self._splits = {
             "train": (train_x[self.train_idx].contiguous(), train_y[self.train_idx]),
             "val": (train_x[self.val_idx].contiguous(), train_y[self.val_idx]),

@@ -127,7 +127,10 @@ def list_split(root: Path, split: str) -> Listing:
         labels += [label] * len(images)
     if stray:
         few = ", ".join(stray[:3]) + (", ..." if len(stray) > 3 else "")
-        log.warning("data.root=%s: ignoring %d entries that are not %s images: %s", root, len(stray), SUPPORTED, few)
+        entries = "entry" if len(stray) == 1 else "entries"
+        log.warning(
+            "data.root=%s: ignoring %d %s that are not %s images: %s", root, len(stray), entries, SUPPORTED, few
+        )
     return Listing(root, split, classes, files, labels, key.hexdigest())
 
 

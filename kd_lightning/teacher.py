@@ -27,7 +27,11 @@ def require_teacher_file(path: str | Path) -> Path:
     """Fail before any data is loaded when the teacher checkpoint is not there."""
     path = Path(path)
     if path.is_dir():
-        raise TeacherError(f"teacher.ckpt={path} is a folder; point it at a checkpoint file, e.g. {path}/best.ckpt")
+        inside = path / "checkpoints" / "best.ckpt"
+        example = inside if inside.is_file() else path / "best.ckpt"
+        raise TeacherError(f"teacher.ckpt={path} is a folder; point it at a checkpoint file, e.g. {example}")
+    if path.exists() and not path.is_file():
+        raise TeacherError(f"teacher.ckpt={path} is not a regular file; point it at a checkpoint file")
     if not path.is_file():
         raise TeacherError(f"teacher.ckpt={path} does not exist; {TEACHER_HINT}")
     return path

@@ -178,9 +178,9 @@ def check_teacher_architecture(cfg: DictConfig, module: DistillModule) -> None:
 
 def train(cfg: DictConfig) -> RunRecord:
     """Run (or skip, or resume) the run `cfg` describes; return what it wrote to metrics.json."""
-    check_config(cfg)
     run_dir = Path(cfg.paths.run_dir)
     try:
+        check_config(cfg)
         with run_lock(run_dir) if is_launch_rank_zero() else contextlib.nullcontext():
             return _train(cfg, run_dir)
     except Exception:

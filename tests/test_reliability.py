@@ -201,7 +201,7 @@ CASES = [
     Case(
         "folder-root-is-a-file",
         [*FOLDER, "data.root={ws}/corrupt.ckpt"],
-        ["data.root={ws}/corrupt.ckpt", "an unpacked CIFAR-10 folder (train/<class>/, test/<class>/)"],
+        ["data.root={ws}/corrupt.ckpt", "is a file, not a folder", "an unpacked CIFAR-10 folder"],
     ),
     Case(
         "folder-root-empty",
@@ -257,6 +257,26 @@ CASES = [
         ["student.depth=3.5"],
         ["student.depth=3.5", "could not be converted to Integer"],
         rc=1,
+    ),
+    Case(
+        "strategy-unknown",
+        ["mode=baseline", "trainer.strategy=foo"],
+        ["trainer.strategy=foo", "is unknown", "auto, ddp"],
+    ),
+    Case(
+        "precision-16-mixed-on-cpu",
+        ["mode=baseline", "trainer.precision=16-mixed"],
+        ["trainer.precision=16-mixed", "not possible on the CPU", "bf16-mixed or 32-true"],
+    ),
+    Case(
+        "batch-larger-than-the-data",
+        ["mode=baseline", "data.batch_size=3000"],
+        ["data.batch_size=3000", "larger than the 1600 training images", "at most 1600"],
+    ),
+    Case(
+        "teacher-ckpt-not-a-regular-file",
+        ["mode=kd", "teacher.ckpt=/dev/null"],
+        ["teacher.ckpt=/dev/null", "is not a regular file"],
     ),
     Case("alpha-not-a-number", ["kd.alpha=abc"], ["kd.alpha=abc", "could not be converted to Float"], rc=1),
     Case("subset-not-a-number", ["data.subset=abc"], ["data.subset=abc", "could not be converted to Integer"], rc=1),
