@@ -173,6 +173,11 @@ gpu-bundle: ## copy the wheels and the data archive into .gpu/ for a bare GPU ma
 	cp -f $(WHEELS)/*.whl .gpu/wheels/
 	cp -f $(DATA_ARCHIVE) .gpu/cifar10-jpeg.tar.gz
 
-# on the GPU machine: the whole study for one seed, the benchmark and the report into $(GPU_OUT)
+# on the GPU machine: the three-seed study, the benchmark and the report into $(GPU_OUT), within 8 minutes
 gpu-study: ## on a GPU machine: the study, the benchmark and the report into GPU_OUT
 	scripts/gpu_study.sh $(GPU_OUT)
+
+# the GPU script's steps on this CPU (synthetic data, width 8, one epoch, two seeds): check it before a GPU call
+.PHONY: gpu-dry-run
+gpu-dry-run: setup ## the GPU script's steps on this CPU in about a minute (synthetic data, tiny sizes)
+	DRY_RUN=1 SEEDS="0 1" DEPTHS=3 PYTHON=$(PYTHON) scripts/gpu_study.sh outputs/gpu-dry-run

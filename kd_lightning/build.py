@@ -11,8 +11,16 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from omegaconf import DictConfig, OmegaConf
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from kd_lightning.callbacks import AtomicCheckpointIO, CheckpointOnStop, RunCheckpoint, RunClock, RunSettings
+from kd_lightning.callbacks import (
+    AtomicCheckpointIO,
+    CheckpointOnStop,
+    EpochTimes,
+    RunCheckpoint,
+    RunClock,
+    RunSettings,
+)
 from kd_lightning.config import Mode
 from kd_lightning.data import CIFAR10DataModule
 from kd_lightning.hardware import choose_precision, prepare_backends, uses_cuda
@@ -69,7 +77,9 @@ def compile_models(module: BaselineModule, mode: str, root: Path) -> None:
     Inductor's cache goes to one folder under paths.root unless TORCHINDUCTOR_CACHE_DIR is set, so the
     runs of a sweep compile each graph once between them, not once per process.
     """
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root.resolve() / "cache" / "inductor"))
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or Path(current) == Path(default_cache_dir()).resolve():  # importing lightning sets this one
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root.resolve() / "cache" / "inductor")
     options = {} if mode == "default" else {"mode": mode}
     module.model.compile(**options)
     if isinstance(module, DistillModule):
@@ -80,6 +90,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None =
     t = cfg.trainer
     prepare_backends(t.accelerator)
     callbacks: list[Callback] = [
+        EpochTimes(),  # first: its validation-end clock stops before the checkpoints are written
         RunCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="best",

@@ -1,6 +1,6 @@
-"""Run bookkeeping around Lightning's own callbacks: wall time, the run's settings in every checkpoint,
-checkpoints written atomically, checkpoints that survive a moved folder, and a checkpoint on
-SIGTERM/Ctrl-C so the same command resumes where the run stopped."""
+"""Run bookkeeping around Lightning's own callbacks: wall time and where it goes, the run's settings in every
+checkpoint, checkpoints written atomically (and as often as asked), checkpoints that survive a moved
+folder, and a checkpoint on SIGTERM/Ctrl-C so the same command resumes where the run stopped."""
 
 from __future__ import annotations
 
@@ -75,6 +75,47 @@ class RunClock(Callback):
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.seconds, self._start = state_dict["seconds"], time.perf_counter()
+
+
+class EpochTimes(Callback):
+    """Where a run's time goes, as one log line when fit ends: set-up before the first step (sanity check
+    included), the training steps, validation, and what lies between epochs (checkpoints, logging, the
+    next loader). On a GPU the clock is read after a device sync: three per epoch, none per step."""
+
+    PHASES = ("set-up", "steps", "validation", "between epochs")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self._phase, self._last, self._epochs, self._first_step = "set-up", 0.0, 0, None
+
+    def _switch(self, trainer: L.Trainer, phase: str) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        now = time.perf_counter()
+        self.seconds[self._phase] += now - self._last
+        self._phase, self._last = phase, now
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._switch(trainer, "steps")
+        self._epochs += 1
+        if self._first_step is None:  # Unix time: the GPU script sets it against the process's start
+            self._first_step = time.time()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._switch(trainer, "validation")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._switch(trainer, "between epochs")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._switch(trainer, "set-up")
+        parts = ", ".join(f"{name} {self.seconds[name]:.1f} s" for name in self.PHASES)
+        log.info("time split: %s (%d epochs; first step at %.2f)", parts, self._epochs, self._first_step or 0)
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -2,12 +2,13 @@
 
 Processes that share a GPU take turns (time-slicing); under the MPS daemon their kernels overlap.
 The daemon must run before the runs create their CUDA contexts, and every run must see the same
-CUDA_MPS_PIPE_DIRECTORY. So the gpus launcher (gpus.GpuPoolLauncher) and scripts/gpu_study.sh start
+CUDA_MPS_PIPE_DIRECTORY. So the gpus launcher (gpus.MpsAroundSweep) and scripts/gpu_study.sh start
 it before their first run and stop it after their last, and only when they started it themselves: a
-daemon that already runs is used and left alone. A missing binary or a failed start leaves the runs
-on time-slicing, with one log line. The pipes go to a short folder under $TMPDIR (socket paths are
-limited to about 100 characters), the daemon's logs to STATE_DIR/log; both only where the user has
-not set CUDA_MPS_PIPE_DIRECTORY / CUDA_MPS_LOG_DIRECTORY. KD_MPS=0 switches MPS off.
+daemon that already runs is used and left alone. A missing binary, a failed start or a CUDA client
+that fails under a new daemon leaves the runs on time-slicing, with one log line. The pipes go to a
+short folder under $TMPDIR (socket paths are limited to about 100 characters), the daemon's logs to
+STATE_DIR/log; both only where the user has not set CUDA_MPS_PIPE_DIRECTORY / CUDA_MPS_LOG_DIRECTORY.
+KD_MPS=0 switches MPS off.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,21 +74,38 @@ def daemon_running() -> bool:
     return done is not None and done.returncode == 0
 
 
-def start(state_dir: Path) -> MpsState:
-    """Start the daemon unless one runs or the binary is missing; set its environment for the runs."""
+# a CUDA client under the new daemon: the MPS server starts with the first client and can still fail there
+# (a sandboxed driver, another user's server); without a GPU there is nothing to try
+PROBE = "import sys, torch; sys.exit(torch.cuda.is_available() and int((torch.ones(1, device='cuda') + 1).item()) != 2)"
+
+
+def _client_works() -> str:
+    """'' when a CUDA client runs under the daemon, else why not."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1][:200]
+
+
+def start(state_dir: Path, probe: bool = True) -> MpsState:
+    """Start the daemon unless one runs or the binary is missing; set its environment for the runs.
+    `probe`: run one CUDA client under a daemon started here, and fall back if it fails."""
     if os.environ.get("KD_MPS", "1") == "0":
-        return MpsState(False, False, f"CUDA MPS: off (KD_MPS=0); {FALLBACK}", {})
+        return MpsState(started=False, active=False, note=f"CUDA MPS: off (KD_MPS=0); {FALLBACK}", env={})
     if shutil.which(BINARY) is None:
-        return MpsState(False, False, f"CUDA MPS: {BINARY} not found; {FALLBACK}", {})
+        return MpsState(started=False, active=False, note=f"CUDA MPS: {BINARY} not found; {FALLBACK}", env={})
     if daemon_running():
         where = os.environ.get(PIPE, "its default pipe folder")
-        return MpsState(False, True, f"CUDA MPS: a daemon already runs ({where}); using it, leaving it running", {})
+        note = f"CUDA MPS: a daemon already runs ({where}); using it, leaving it running"
+        return MpsState(started=False, active=True, note=note, env={})
     env = {k: v for k, v in ((PIPE, str(pipe_folder())), (LOG, str(Path(state_dir) / "log"))) if k not in os.environ}
     for value in env.values():
         Path(value).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
     if daemon_running():  # one of ours outlived its sweep (a kill): use it, as any running daemon
-        return MpsState(False, True, f"CUDA MPS: a daemon already runs ({os.environ[PIPE]}); using it", env)
+        note = f"CUDA MPS: a daemon already runs ({os.environ[PIPE]}); using it"
+        return MpsState(started=False, active=True, note=note, env=env)
     done = _control(None, "-d")
     for _ in range(20):  # the daemon forks; its pipe answers a moment later
         if done is None or done.returncode != 0 or daemon_running():
@@ -96,8 +115,17 @@ def start(state_dir: Path) -> MpsState:
         for key in env:  # the runs must not look for a daemon that is not there
             os.environ.pop(key, None)
         why = "no answer" if done is None else f"exit {done.returncode}: {(done.stderr or done.stdout).strip()[:200]}"
-        return MpsState(False, False, f"CUDA MPS: `{BINARY} -d` failed ({why}); {FALLBACK}", {})
-    return MpsState(True, True, f"CUDA MPS: started the daemon (pipes in {os.environ[PIPE]}); stopped at the end", env)
+        note = f"CUDA MPS: `{BINARY} -d` failed ({why}); {FALLBACK}"
+        return MpsState(started=False, active=False, note=note, env={})
+    note = f"CUDA MPS: started the daemon (pipes in {os.environ[PIPE]}); stopped at the end"
+    state = MpsState(started=True, active=True, note=note, env=env)
+    if probe and (why := _client_works()):
+        stop(state)
+        for key in env:
+            os.environ.pop(key, None)
+        note = f"CUDA MPS: a CUDA client failed under the daemon ({why}); stopped it; {FALLBACK}"
+        return MpsState(started=False, active=False, note=note, env={})
+    return state
 
 
 def stop(state: MpsState) -> str:
@@ -114,7 +142,7 @@ def stop(state: MpsState) -> str:
 def daemon(state_dir: Path, enabled: bool = True) -> Iterator[MpsState]:
     """MPS for the block (see start); stopped afterwards if it was started here."""
     if not enabled:
-        yield MpsState(False, False, "", {})
+        yield MpsState(started=False, active=False, note="", env={})
         return
     state = start(state_dir)
     log.info("%s", state.note)

@@ -26,7 +26,7 @@ class Row:
     status: str
 
 
-def _judged(value: float | None, ok: bool, dry_run: bool) -> str:
+def _status(value: float | None, ok: bool, dry_run: bool) -> str:
     if value is None:
         return NOT_MEASURED
     if dry_run:
@@ -44,59 +44,47 @@ def _k(v: float) -> str:
     return f"{v / 1000:.1f}k"
 
 
+# rows 1-4: (figure, keys in bench.json, format, target, whether a value meets it)
+BENCH_ROWS = (
+    ("Lightning step vs plain PyTorch loop, ResNet-4", ("trainer", "resnet4", "ratio"), "{:.2f}x", ">= 0.95x",
+     lambda v: v >= 0.95),
+    ("Lightning step vs plain PyTorch loop, ResNet-10", ("trainer", "resnet10", "ratio"), "{:.2f}x", ">= 0.95x",
+     lambda v: v >= 0.95),
+    ("KD step vs (baseline step + 1.1 x teacher forward)", ("kd", "ratio"), "{:.2f}", "<= 1.0", lambda v: v <= 1.0),
+    ("One epoch, ours vs the naive Lightning + torchvision script", ("epoch", "speedup"), "{:.2f}x", ">= 5x",
+     lambda v: v >= 5),
+)  # fmt: skip
+
+
 def bench_rows(bench: dict, dry_run: bool) -> list[Row]:
     """Rows 1-4: the step and epoch comparisons of the benchmark."""
     rows = []
-    for depth in (4, 10):
-        v = _get(bench, "trainer", f"resnet{depth}", "ratio")
+    for figure, keys, fmt, target, meets in BENCH_ROWS:
+        v = _get(bench, *keys)
+        measured = "-" if v is None else fmt.format(v)
         rows.append(
-            Row(
-                f"Lightning step vs plain PyTorch loop, ResNet-{depth}",
-                "-" if v is None else f"{v:.2f}x",
-                ">= 0.95x",
-                _judged(v, v is not None and v >= 0.95, dry_run),
-            )
+            Row(figure=figure, measured=measured, target=target, status=_status(v, v is not None and meets(v), dry_run))
         )
-    v = _get(bench, "kd", "ratio")
-    rows.append(
-        Row(
-            "KD step vs (baseline step + 1.1 x teacher forward)",
-            "-" if v is None else f"{v:.2f}",
-            "<= 1.0",
-            _judged(v, v is not None and v <= 1.0, dry_run),
-        )
-    )
-    v = _get(bench, "epoch", "speedup")
-    rows.append(
-        Row(
-            "One epoch, ours vs the naive Lightning + torchvision script",
-            "-" if v is None else f"{v:.2f}x",
-            ">= 5x",
-            _judged(v, v is not None and v >= 5, dry_run),
-        )
-    )
     return rows
 
 
 def study_rows(bench: dict, timings: dict) -> list[Row]:
     """Rows 5-8: the teacher's whole-run rate, the students side by side, one seed, three seeds."""
-    dry, cut = timings.get("dry_run", False), timings.get("cut_by_deadline", False)
-    teacher, step = (
-        timings.get("teacher_train_images_per_second"),
-        _get(bench, "trainer", "resnet10", "lightning_img_s"),
-    )
+    dry = timings.get("dry_run", False)
+    teacher = timings.get("teacher_train_images_per_second")
+    step = _get(bench, "trainer", "resnet10", "lightning_img_s")
     share = teacher / step if teacher and step else None
     measured = "-" if share is None else f"{_k(teacher)} vs {_k(step)} img/s ({100 * share:.0f}%)"
-    rows = [
-        Row("Teacher's whole-run rate vs its step rate", measured, ">= 90%", _judged(share, (share or 0) >= 0.9, dry))
-    ]
+    status = _status(share, (share or 0) >= 0.9, dry)
+    rows = [Row(figure="Teacher's whole-run rate vs its step rate", measured=measured, target=">= 90%", status=status)]
 
     s = timings.get("students") or {}
     agg, rates = s.get("images_per_second"), s.get("sum_of_rates")
     measured = "-" if agg is None else f"{_k(agg)} img/s ({s['runs']} runs, {s['span_s']} s; sum of rates {_k(rates)})"
     target = f">= {_k(2 * PUBLISHED_STUDENT_AGGREGATE)} (2x {_k(PUBLISHED_STUDENT_AGGREGATE)}; sum of rates 2x 130k)"
     ok = agg is not None and agg >= 2 * PUBLISHED_STUDENT_AGGREGATE and rates >= 2 * PUBLISHED_STUDENT_RATES_SUM
-    rows.append(Row("Students side by side on the one GPU, all runs together", measured, target, _judged(agg, ok, dry)))
+    figure = "Students side by side on the one GPU, all runs together"
+    rows.append(Row(figure=figure, measured=measured, target=target, status=_status(agg, ok, dry)))
 
     seeds, planned = timings.get("per_seed") or {}, timings.get("planned_runs_per_seed", 1 + STUDENTS_PER_SEED)
     first = seeds.get(str(timings["seeds"][0])) if timings.get("seeds") else None
@@ -108,33 +96,38 @@ def study_rows(bench: dict, timings: dict) -> list[Row]:
             "failed": sum(v["failed"] for v in seeds.values()),
         }
     for row in (
-        _span_row("One seed of the study (teacher, then 8 students)", first, 60, planned, timings),
-        _span_row("Three seeds (27 runs) in one command", whole, 150, 3 * planned, timings),
+        _span_row(
+            "One seed of the study (teacher, then 8 students)", part=first, limit=60, runs=planned, timings=timings
+        ),
+        _span_row("Three seeds (27 runs) in one command", part=whole, limit=150, runs=3 * planned, timings=timings),
     ):
         if planned != 1 + STUDENTS_PER_SEED:
             row.status = f"{NOT_MEASURED} ({planned} runs per seed, not {1 + STUDENTS_PER_SEED})"
         rows.append(row)
     if whole is None:
         rows[-1].status = f"{NOT_MEASURED} (SEEDS={' '.join(map(str, timings.get('seeds', [])))})"
-    if cut:
+    if timings.get("cut_by_deadline"):
         for r in rows[-2:]:
             r.measured += " [runs stopped at the deadline]"
     return rows
 
 
-def _span_row(figure: str, part: dict | None, limit: float, runs: int, timings: dict) -> Row:
-    target = f"<= {limit} s"
+def _span_row(figure: str, *, part: dict | None, limit: float, runs: int, timings: dict) -> Row:
+    """A seed's (or the study's) span against its limit; unfinished spans are judged only when already too long."""
+    row = Row(figure=figure, measured="-", target=f"<= {limit} s", status=NOT_MEASURED)
     if part is None:
-        return Row(figure, "-", target, NOT_MEASURED)
+        return row
     span, finished, failed = part["span_s"], part["finished"], part["failed"]
-    measured = f"{span} s ({finished} of {runs} runs finished)"
+    row.measured = f"{span} s ({finished} of {runs} runs finished)"
     if timings.get("dry_run"):
-        return Row(figure, measured, target, f"{NOT_MEASURED} (CPU dry run)")
-    if finished == runs and not failed:
-        return Row(figure, measured, target, MET if span <= limit else NOT_MET)
-    if span > limit or timings.get("cut_by_deadline"):  # unfinished, and already over the limit or stopped
-        return Row(figure, measured, target, NOT_MET)
-    return Row(figure, measured, target, f"{NOT_MEASURED} ({failed} runs failed)")
+        row.status = f"{NOT_MEASURED} (CPU dry run)"
+    elif finished == runs and not failed:
+        row.status = MET if span <= limit else NOT_MET
+    elif span > limit or timings.get("cut_by_deadline"):  # unfinished, and already over the limit or stopped
+        row.status = NOT_MET
+    else:
+        row.status = f"{NOT_MEASURED} ({failed} runs failed)"
+    return row
 
 
 def target_rows(bench: dict, timings: dict) -> list[dict]:

@@ -4,7 +4,8 @@
 to OUT/logs/runs.tsv (name, exit code, start and stop as Unix seconds). This joins those lines with
 each run's record (OUT/study/runs/*/metrics.json) and the benchmark's OUT/bench.json, and writes
 OUT/timings.json and OUT/timings.txt: per-run process and training time, images/s, test accuracy,
-each seed's span, the students' throughput together, the study's total, and the rows of the speed
+each seed's span, the students' throughput together, the study's total, each run's time split (from
+its log), and the rows of the speed
 targets (kd_lightning/targets.py). The script calls it after every stage, so a study cut short
 still leaves a summary behind. No torch import: it runs in a second.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -21,8 +23,35 @@ from kd_lightning.targets import STUDENTS_PER_SEED, render, target_rows
 
 
 def script_name(record: RunRecord) -> str:
-    """The name gpu_study.sh gives a run's process: 'teacher-s0', 'baseline-r4-s0', 'kd-r4-s1'."""
-    return f"teacher-s{record.seed}" if record.mode == "teacher" else f"{record.mode}-r{record.depth}-s{record.seed}"
+    """The name gpu_study.sh gives a run's process: 'teacher-s0', 'baseline-r4-s0', 'kd-r4-s1', and with
+    METHODS=1 'rev-r4-s0' (reverse KD), 'dkd-r4-s0' and 'chain-r3-s0' (KD through an assistant)."""
+    if record.mode == "teacher":
+        return f"teacher-s{record.seed}"
+    kind = record.mode
+    if record.method == "dkd":
+        kind = "dkd"
+    elif record.divergence == "reverse":
+        kind = "rev"
+    elif len(record.lineage or []) > 1:
+        kind = "chain"
+    return f"{kind}-r{record.depth}-s{record.seed}"
+
+
+SPLIT = re.compile(
+    r"time split: set-up ([\d.]+) s, steps ([\d.]+) s, validation ([\d.]+) s, between epochs ([\d.]+) s"
+    r" \(\d+ epochs; first step at ([\d.]+)\)"
+)
+
+
+def time_split(log: Path, start: float) -> dict | None:
+    """A run's 'time split' line (callbacks.EpochTimes) from its log: seconds from the process's start to its
+    first step, and of set-up in fit, steps, validation and between epochs."""
+    found = SPLIT.findall(log.read_text(errors="replace")) if log.exists() else []
+    if not found:
+        return None
+    *parts, first_step = map(float, found[-1])
+    split = {"launch_to_first_step_s": round(first_step - start, 1)}
+    return split | dict(zip(("setup_s", "steps_s", "validation_s", "between_epochs_s"), parts))
 
 
 def process_rows(out: Path, t0: float) -> list[dict]:
@@ -49,6 +78,7 @@ def process_rows(out: Path, t0: float) -> list[dict]:
                 "epochs": r and r.epochs,
                 "test_acc": r and r.test_acc,
                 "device": r and r.device,
+                "split": time_split(out / "logs" / f"{name}.log", float(start)),
             }
         )
     return rows
@@ -139,6 +169,10 @@ def render_runs(summary: dict) -> str:
             f"{r['run']:15s} {r['exit_code']:4d} {r['start_s']:8.1f} {r['process_s']:9.1f} "
             f"{_cell(r['train_s'], '8.1f')} {_cell(r['train_images_per_second'], '9,.0f')} {_cell(acc, '8.2f')}"
         )
+    for r in runs:
+        if r["run"].startswith("teacher") and r["split"]:
+            parts = ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f} s" for k, v in r["split"].items())
+            lines.append(f"{r['run']} time split: {parts}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,9 @@
 #   TIME_LIMIT=480   seconds for the whole script (DRY_RUN: 900); BENCH_LIMIT=150 caps the benchmark
 #   BENCH=1          0 skips the benchmark; BENCH_ARGS adds flags to it (e.g. "--many 0")
 #   MPS=auto         auto: CUDA MPS on a GPU run when nvidia-cuda-mps-control exists; 1: also in a dry run; 0: never
-#   EXTRA=""         more Hydra overrides for every run, e.g. "compile=default" or "trainer.checkpoint_every=5"
+#   EXTRA=""         more Hydra overrides for every run, e.g. "compile=default" or "student.reading=stages"
+#   METHODS=0        1: per seed also reverse KD and DKD for DEPTHS, and KD through the ResNet-ASSISTANT KD student
+#                    for CHAIN_DEPTHS (ASSISTANT=6, CHAIN_DEPTHS="3 4 5"); one seed fits the time: SEEDS=0 BENCH=0
 #   PYTHON=python3, WHEELS_DIR=.gpu/wheels, PYDEPS=.gpu/pydeps, DATA_ARCHIVE=.gpu/cifar10-jpeg.tar.gz,
 #   DATA_ROOT=data/cifar10-jpeg
 set -euo pipefail
@@ -49,7 +51,14 @@ PYDEPS=$(realpath -m "${PYDEPS:-.gpu/pydeps}")
 DATA_ARCHIVE=${DATA_ARCHIVE:-.gpu/cifar10-jpeg.tar.gz}
 DATA_ROOT=${DATA_ROOT:-data/cifar10-jpeg}
 CORES=$(nproc)
-PER_SEED=$(( 1 + 2 * $(wc -w <<<"$DEPTHS") ))
+METHODS=${METHODS:-0}
+ASSISTANT=${ASSISTANT:-6}
+CHAIN_DEPTHS=${CHAIN_DEPTHS:-3 4 5}
+if [[ $METHODS == 1 ]]; then
+    PER_SEED=$(( 1 + 4 * $(wc -w <<<"$DEPTHS") + $(wc -w <<<"$CHAIN_DEPTHS") ))
+else
+    PER_SEED=$(( 1 + 2 * $(wc -w <<<"$DEPTHS") ))
+fi
 mkdir -p "$OUT/logs"
 : >"$OUT/logs/runs.tsv"
 rm -f "$OUT/logs/deadline.txt"
@@ -122,9 +131,9 @@ fi
 
 # ---------------------------------------------------------------- CUDA MPS around the study
 if [[ $MPS == 1 || ($MPS == auto && $DRY_RUN != 1) ]]; then
-    "$PYTHON" -m kd_lightning.mps start "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log"
+    "$PYTHON" -m kd_lightning.mps start "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log" || true
     # shellcheck disable=SC1091
-    source "$OUT/logs/mps/env.sh"
+    [[ ! -f $OUT/logs/mps/env.sh ]] || source "$OUT/logs/mps/env.sh"
 fi
 
 # ---------------------------------------------------------------- the study
@@ -191,10 +200,22 @@ while (( ${#QUEUE[@]} > 0 || ${#RUNNING[@]} > 0 )); do
                     for mode in baseline kd; do
                         QUEUE+=("$mode-r$depth-s$seed mode=$mode student.depth=$depth seed=$seed")
                     done
+                    if [[ $METHODS == 1 ]]; then
+                        QUEUE+=("rev-r$depth-s$seed mode=kd kd.divergence=reverse student.depth=$depth seed=$seed")
+                        QUEUE+=("dkd-r$depth-s$seed mode=kd kd.method=dkd student.depth=$depth seed=$seed")
+                    fi
                 done
             else
                 say "seed $seed: the teacher failed, so its students are not trained"
             fi
+        elif [[ $METHODS == 1 && $name == kd-r$ASSISTANT-s* && $(cat "$OUT/logs/$name.rc") == 0 ]]; then
+            seed=${name#kd-r$ASSISTANT-s}  # the assistant is done: its students distil from its best checkpoint
+            assistant=$("$PYTHON" -m kd_lightning.train "${COMMON[@]}" mode=kd student.depth="$ASSISTANT" seed="$seed" \
+                --cfg job --resolve -p run_name | tail -n 1)
+            for depth in $CHAIN_DEPTHS; do
+                QUEUE+=("chain-r$depth-s$seed mode=kd student.depth=$depth seed=$seed teacher.depth=$ASSISTANT \
+teacher.ckpt=$OUT/study/runs/$assistant/checkpoints/best.ckpt")
+            done
         fi
         summary
     done
@@ -212,7 +233,7 @@ while (( ${#QUEUE[@]} > 0 || ${#RUNNING[@]} > 0 )); do
 done
 unset OMP_NUM_THREADS
 [[ -z ${DMON:-} ]] || kill "$DMON" 2>/dev/null || true
-"$PYTHON" -m kd_lightning.mps stop "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log"
+"$PYTHON" -m kd_lightning.mps stop "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log" || true
 trap - TERM INT
 
 # ---------------------------------------------------------------- report and the targets

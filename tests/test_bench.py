@@ -115,3 +115,57 @@ def test_training_steps_read_no_tensor_back_to_the_host(tmp_path, monkeypatch, t
     reads.active = True  # the counter itself works: one read, one count
     torch.zeros(()).item()
     assert reads.calls == {"item": 1}
+
+
+# ----------------------------------------------------------------------------- many runs, compile, the table
+
+
+@pytest.mark.slow
+def test_many_runs_in_turn_and_side_by_side_as_processes(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["--sizes", "tiny", "--device", "cpu", "--data-root", str(tmp_path / "absent"), "--out", str(out)]
+    bench_main([*args, "--only", "many", "--many", "2"])
+    r = json.loads(out.read_text())
+    assert set(r) == {"many", "meta"} and r["many"]["runs"] == 2
+    for side in ("sequential", "side_by_side"):
+        assert r["many"][side]["wall_s"] > 0 and r["many"][side]["train_img_s"] > 0
+        assert len(r["many"][side]["per_run_img_s"]) == 2
+    assert r["many"]["mps"] is None and r["many"]["mps_note"] == "CPU: no MPS"  # MPS is a CUDA matter
+    assert r["many"]["wall_speedup"] == pytest.approx(
+        r["many"]["sequential"]["wall_s"] / r["many"]["side_by_side"]["wall_s"]
+    )
+    assert "5 2 runs side by side vs in turn, wall s" in capsys.readouterr().out
+
+
+def test_bench_refuses_an_unknown_comparison(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["--only", "pipeline,fast", "--out", str(tmp_path / "b.json")])
+    assert exit_info.value.code == 2 and "--only fast is unknown" in capsys.readouterr().err
+
+
+def test_the_table_shows_only_the_comparisons_that_ran_with_many_runs_and_compile_rows():
+    from kd_lightning.bench.table import table
+
+    side = {"wall_s": 12.0, "train_img_s": 300_000.0, "per_run_img_s": [75_000.0] * 4}
+    results = {
+        "many": {
+            "runs": 4,
+            "sequential": {**side, "wall_s": 40.0},
+            "side_by_side": side,
+            "mps": None,
+            "mps_note": "CUDA MPS: nvidia-cuda-mps-control not found",
+            "wall_speedup": 40 / 12,
+        },
+        "compile": {
+            "eager": {"first_step_s": 2.0, "img_s": 70_000.0},
+            "reduce-overhead": {"first_step_s": 40.0, "img_s": 105_000.0, "speedup": 1.5},
+        },
+    }
+    text = table(results)
+    assert "1 data pipeline" not in text and "4 one epoch" not in text
+    assert "5 4 runs side by side vs in turn, wall s" in text and "3.33x" in text
+    assert (
+        "(training img/s together: in turn 300,000, side by side 300,000; CUDA MPS: nvidia-cuda-mps-control not" in text
+    )
+    assert "7 compile=reduce-overhead ResNet-4 step, img/s (vs eager)" in text and "1.50x" in text
+    assert "(first step 40.0 s; eager 2.0 s)" in text

@@ -117,3 +117,12 @@ def test_the_gpus_launcher_runs_mps_around_a_sweep_only_with_a_gpu(fake, tmp_pat
     callback.on_multirun_end(config)
     assert running == (n_gpus == 1)
     assert sum("-d" in c for c in _calls(fake)) == n_gpus and sum("quit" in c for c in _calls(fake)) == n_gpus
+
+
+def test_a_daemon_whose_first_cuda_client_fails_is_stopped_and_the_runs_fall_back(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(mps, "PROBE", "import sys; sys.exit('MPS server failed to start')")
+    state = mps.start(tmp_path / "state")
+    assert not state.started and not state.active and state.env == {}
+    assert "a CUDA client failed under the daemon (MPS server failed to start)" in state.note
+    assert sum(c.startswith("args=[-d]") for c in _calls(fake)) == 1  # started once, then quit
+    assert "stdin=[quit]" in _calls(fake)[-1] and mps.PIPE not in os.environ

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from kd_lightning.bench.checkpoint import bench_checkpoint
 from kd_lightning.bench.compile import bench_compile
 from kd_lightning.bench.epoch import bench_epoch
 from kd_lightning.bench.harness import SECTIONS, SIZES, Sizes, accelerator, load_data
@@ -27,7 +28,7 @@ from kd_lightning.bench.table import table
 from kd_lightning.bench.trainer import bench_trainer
 from kd_lightning.hardware import choose_precision, device_label, prepare_backends, uses_cuda
 
-DEFAULT = ("many", "pipeline", "trainer", "kd", "epoch")  # compile only when asked: it takes minutes
+DEFAULT = ("many", "pipeline", "trainer", "kd", "epoch", "checkpoint")  # compile only when asked: it takes minutes
 
 
 def run(sizes: Sizes, device: torch.device, data_root: Path, only: tuple[str, ...] = DEFAULT) -> dict:
@@ -47,6 +48,7 @@ def run(sizes: Sizes, device: torch.device, data_root: Path, only: tuple[str, ..
             "trainer": lambda: bench_trainer(train, sizes, device),
             "kd": lambda: bench_kd(train=train, sizes=sizes, device=device, tmp=Path(tmp)),
             "epoch": lambda: bench_epoch(train=train, val=val, sizes=sizes, device=device, tmp=Path(tmp)),
+            "checkpoint": lambda: bench_checkpoint(sizes, device, Path(tmp)),
             "compile": lambda: bench_compile(train, sizes, device),
         }
         for name in SECTIONS:

@@ -1,4 +1,4 @@
-"""Comparison 6 (on request: `--only compile`): the Lightning step of ResNet-4 eager and under torch.compile modes.
+"""Comparison 7 (on request: `--only compile`): the Lightning step of ResNet-4 eager and under torch.compile modes.
 
 Per mode: the seconds from `fit` to the end of the first step (the compile, paid once per process
 unless inductor's cache holds it; see build.compile_models) and the training rate after warm-up.
@@ -11,9 +11,8 @@ import time
 import lightning as L
 import torch
 
-from kd_lightning.bench.harness import Pair, Sizes, StepTimer, accelerator, cover, per_step, sync
+from kd_lightning.bench.harness import Pair, Sizes, StepTimer, cover, per_step, step_trainer, sync
 from kd_lightning.data import CIFAR10DataModule
-from kd_lightning.hardware import choose_precision
 from kd_lightning.modules import BaselineModule
 
 MODES = ("default", "reduce-overhead")  # max-autotune searches kernels for minutes: ask for it by name
@@ -37,19 +36,7 @@ def compiled_step(mode: str | None, train: Pair, sizes: Sizes, device: torch.dev
     torch.manual_seed(0)
     warmup = max(sizes.warmup, 3)  # a compiled step settles after a few calls (CUDA graphs record on the third)
     timer, first = StepTimer(warmup, warmup + sizes.steps - 1, device), _FirstStep(device)
-    trainer = L.Trainer(
-        accelerator=accelerator(device),
-        devices=1,
-        precision=choose_precision(accelerator(device)),
-        max_steps=warmup + sizes.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer, first],
-    )
+    trainer = step_trainer(device, max_steps=warmup + sizes.steps, callbacks=[timer, first])
     module = BaselineModule(4, width=sizes.width)
     if mode is not None:
         module.model.compile(mode=mode)

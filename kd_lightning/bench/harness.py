@@ -26,7 +26,7 @@ Pair = tuple[torch.Tensor, torch.Tensor]  # (uint8 images NCHW, labels)
 
 # one place for the targets the table judges against
 TARGETS = {"pipeline": 10.0, "trainer": 0.95, "kd_slack": 1.1, "epoch_gpu": 5.0}
-SECTIONS = ("many", "pipeline", "trainer", "kd", "epoch", "compile")  # in the order they run
+SECTIONS = ("many", "pipeline", "trainer", "kd", "epoch", "checkpoint", "compile")  # in the order they run
 
 
 @dataclass
@@ -105,6 +105,23 @@ def time_ms(fn: Callable[[], Any], sizes: Sizes, device: torch.device) -> float:
             sync(device)
         stamps.append(time.perf_counter())
     return 1000 * per_step(stamps, device)
+
+
+def step_trainer(device: torch.device, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
+    """A Trainer that only trains, at the study's precision: no validation, logger, checkpoints or bar."""
+    return L.Trainer(
+        accelerator=accelerator(device),
+        devices=1,
+        precision=choose_precision(accelerator(device)),
+        max_steps=max_steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
 
 
 class StepTimer(L.Callback):

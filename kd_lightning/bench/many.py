@@ -25,11 +25,9 @@ from kd_lightning.bench.harness import Pair, Sizes
 
 def _worker(argv: list[str]) -> None:
     """One run: `python -m kd_lightning.bench.many DATA DEVICE WIDTH BATCH STEPS THREADS`; prints one JSON line."""
-    import lightning as L
-
-    from kd_lightning.bench.harness import StepTimer, accelerator, cover
+    from kd_lightning.bench.harness import StepTimer, accelerator, cover, step_trainer
     from kd_lightning.data import CIFAR10DataModule
-    from kd_lightning.hardware import choose_precision, prepare_backends
+    from kd_lightning.hardware import prepare_backends
     from kd_lightning.modules import BaselineModule
 
     data, device_type, width, batch, steps, threads = argv[0], argv[1], *map(int, argv[2:])
@@ -40,19 +38,7 @@ def _worker(argv: list[str]) -> None:
     warmup = max(2, steps // 10)
     train = cover(torch.load(data), (warmup + steps) * batch)
     timer = StepTimer(warmup, warmup + steps - 1, device)
-    trainer = L.Trainer(
-        accelerator=accelerator(device),
-        devices=1,
-        precision=choose_precision(accelerator(device)),
-        max_steps=warmup + steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
+    trainer = step_trainer(device, max_steps=warmup + steps, callbacks=[timer])
     offset = time.time() - time.perf_counter()  # the windows of several processes on one clock
     torch.manual_seed(0)
     trainer.fit(
@@ -65,16 +51,16 @@ def _worker(argv: list[str]) -> None:
 def _side(n: int, parallel: bool, command: list[str], env: dict[str, str]) -> dict:
     """Wall seconds of n workers (at once or in turn) and their training rate together."""
     t0 = time.perf_counter()
+    pipes = {"env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     if parallel:
-        procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
-        outputs = [p.communicate()[0] for p in procs]
-        codes = [p.returncode for p in procs]
+        procs = [subprocess.Popen(command, **pipes) for _ in range(n)]
+        done = [(*p.communicate(), p.returncode) for p in procs]
     else:
-        done = [subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
-        outputs, codes = [d.stdout for d in done], [d.returncode for d in done]
+        done = [(d.stdout, d.stderr, d.returncode) for d in (subprocess.run(command, **pipes) for _ in range(n))]
     wall = time.perf_counter() - t0
-    if any(codes):
-        raise RuntimeError(f"a many-runs worker failed (exit codes {codes}); run it alone to see why: {command}")
+    if failed := [err for _, err, code in done if code]:
+        raise RuntimeError(f"a many-runs worker failed: {command}\n{failed[0][-2000:]}")
+    outputs = [out for out, _, _ in done]
     windows = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     images = sum(w["images"] for w in windows)
     span = max(w["end"] for w in windows) - min(w["start"] for w in windows)
@@ -103,8 +89,8 @@ def bench_many(train: Pair, sizes: Sizes, device: torch.device, tmp: Path) -> di
     result = {
         "runs": n,
         "steps": sizes.many_steps,
-        "sequential": _side(n, False, command(cores), env),
-        "side_by_side": _side(n, True, command(one_thread), env),
+        "sequential": _side(n, parallel=False, command=command(cores), env=env),
+        "side_by_side": _side(n, parallel=True, command=command(one_thread), env=env),
         "mps": None,
         "mps_note": "CPU: no MPS",
     }
@@ -112,7 +98,7 @@ def bench_many(train: Pair, sizes: Sizes, device: torch.device, tmp: Path) -> di
         with mps.daemon(tmp / "mps") as state:
             result["mps_note"] = state.note
             if state.active:
-                result["mps"] = _side(n, True, command(one_thread), {**env, **state.env})
+                result["mps"] = _side(n, parallel=True, command=command(one_thread), env={**env, **state.env})
     best = min(result[k]["wall_s"] for k in ("side_by_side", "mps") if result[k] is not None)
     result["wall_speedup"] = result["sequential"]["wall_s"] / best
     return result

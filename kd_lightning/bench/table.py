@@ -47,7 +47,7 @@ def _step_rows(r: dict) -> list[Line]:
 
 
 def _run_rows(r: dict) -> list[Line]:
-    """Comparisons 5 and 6, when they ran."""
+    """Comparisons 5-7, when they ran."""
     rows: list[Line] = []
     if m := r.get("many"):
         side = m["mps"] or m["side_by_side"]
@@ -62,11 +62,16 @@ def _run_rows(r: dict) -> list[Line]:
         if m["mps"]:
             rates.append(f"MPS {_fmt(m['mps']['train_img_s'])}")
         rows.append(_note(f"  (training img/s together: {', '.join(rates)}; {m['mps_note']})"))
+    if c := r.get("checkpoint"):
+        cells = f"{c['async_wait_ms']:.1f}", f"{c['sync_ms']:.1f}", f"{c['sync_ms'] / c['async_wait_ms']:.1f}x"
+        rows.append(("6 checkpoint, ms the step waits (async vs in place)", *cells, "-", "-"))
+        landed = f"async writes landed after {c['async_all_landed_ms']:.0f} ms each"
+        rows.append(_note(f"  ({c['weights_mb']:.0f} MB of weights; {landed})"))
     if c := r.get("compile"):
         for mode, v in c.items():
             if mode != "eager":
                 cells = _fmt(v["img_s"]), _fmt(c["eager"]["img_s"]), f"{v['speedup']:.2f}x"
-                rows.append((f"6 compile={mode} ResNet-4 step, img/s (vs eager)", *cells, "-", "-"))
+                rows.append((f"7 compile={mode} ResNet-4 step, img/s (vs eager)", *cells, "-", "-"))
                 rows.append(
                     _note(f"  (first step {v['first_step_s']:.1f} s; eager {c['eager']['first_step_s']:.1f} s)")
                 )

@@ -9,14 +9,12 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import lightning as L
 import torch
 from torch.nn import functional as F
 
-from kd_lightning.bench.harness import TARGETS, Pair, Sizes, StepTimer, accelerator, autocast, per_step, sync
+from kd_lightning.bench.harness import TARGETS, Pair, Sizes, StepTimer, autocast, per_step, step_trainer, sync
 from kd_lightning.config import OptimConfig
 from kd_lightning.data import BatchLoader, CIFAR10DataModule, augment, normalize
-from kd_lightning.hardware import choose_precision
 from kd_lightning.models import resnet
 from kd_lightning.modules import BaselineModule, build_optimizer
 
@@ -55,20 +53,7 @@ def lightning_loop(depth: int, train: Pair, sizes: Sizes, device: torch.device) 
     torch.manual_seed(0)
     total = sizes.warmup + sizes.steps
     timer = StepTimer(sizes.warmup, total - 1, device)
-    trainer = L.Trainer(
-        accelerator=accelerator(device),
-        devices=1,
-        precision=choose_precision(accelerator(device)),
-        max_epochs=1,
-        limit_train_batches=total,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
+    trainer = step_trainer(device, max_steps=total, callbacks=[timer])
     data = CIFAR10DataModule.from_tensors(train, train, batch_size=sizes.batch)
     trainer.fit(BaselineModule(depth, width=sizes.width), datamodule=data)
     return sizes.batch / per_step(timer.stamps, device), timer.syncs
