@@ -22,7 +22,7 @@ from kd_lightning.callbacks import (
     RunSettings,
 )
 from kd_lightning.config import Mode
-from kd_lightning.data import CIFAR10DataModule
+from kd_lightning.data import CIFAR10DataModule, DataError
 from kd_lightning.hardware import choose_precision, prepare_backends, uses_cuda
 from kd_lightning.modules import BaselineModule, DistillModule
 
@@ -41,6 +41,12 @@ def build_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
         seed=cfg.seed,
     )
     dm.setup()  # load and split now, so data errors surface before anything is trained
+    n_train = dm.sizes()["n_train"]
+    if d.batch_size > n_train:  # one short batch an epoch would not be the batch size the run records
+        raise DataError(
+            f"data.batch_size={d.batch_size} is larger than the {n_train} training images of this data; "
+            f"choose at most {n_train}"
+        )
     return dm
 
 

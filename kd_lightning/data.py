@@ -285,11 +285,6 @@ class CIFAR10DataModule(L.LightningDataModule):
         full_val = split_indices(len(train_y), self.split_seed)[1]
         self.split_hash = index_hash(full_val)  # same for every subset of one split
         self.val_hash = index_hash(self.val_idx)
-        if self.batch_size > len(self.train_idx):  # one short batch an epoch would not be the batch size recorded
-            raise DataError(
-                f"data.batch_size={self.batch_size} is larger than the {len(self.train_idx)} training images of this "
-                f"data; choose at most {len(self.train_idx)}"
-            )
         self._splits = {
             "train": (train_x[self.train_idx].contiguous(), train_y[self.train_idx]),
             "val": (train_x[self.val_idx].contiguous(), train_y[self.val_idx]),

@@ -214,11 +214,15 @@ def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -
     for r in runs:
         by[row_key(r.record)].append(r)
     widths = {r.record.width for r in runs}
+    # a variant tag labels a row only where teachers (or students) of several variants need telling apart
+    variants = {
+        role: {key[4] for key in by if (key[0] == "teacher") == (role == "teacher")} for role in ("teacher", "student")
+    }
 
     def new_row(role: str, net: tuple[int, int, str, str], base: list[Run]) -> Row:
         d, w, lay, var = net
         model = f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "") + (f" {lay}" if lay else "")
-        model += (f" [{var}]" if var else "") + (" (teacher)" if role == "teacher" else "")
+        model += (f" [{var}]" if var and len(variants[role]) > 1 else "") + (" (teacher)" if role == "teacher" else "")
         return Row(
             model=model,
             role=role,
