@@ -114,8 +114,10 @@ def test_gpu_script_stops_runs_at_its_deadline_and_leaves_a_summary(tmp_path):
     (tmp_path / "no-wheels").mkdir()
     out = tmp_path / "out"
     t0 = time.monotonic()
-    # the deadline falls 10 s after the start (30 s are kept for the report): the teacher cannot finish
+    # the deadline falls 10 s after the start (30 s are kept for the report); the teacher, 50 epochs of
+    # 1600 images (minutes on a CPU), cannot finish by then
     env = dict(DRY_RUN="1", WHEELS_DIR=str(tmp_path / "no-wheels"), SEEDS="0", DEPTHS="3", BENCH="0", TIME_LIMIT="40")
+    env["EXTRA"] = "trainer.max_epochs=50 data.synthetic_train=2000"
     result = run_script(tmp_path, str(out), **env)
     assert result.returncode != 0 and time.monotonic() - t0 < 60
     assert (out / "logs" / "deadline.txt").is_file()
