@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from kd_lightning.runs import layout_tag
+
 
 class Mode(Enum):
     """What a run trains: the teacher, a student on hard labels, or a student distilled from the teacher."""
@@ -229,8 +231,8 @@ def variant(cfg: DictConfig) -> str:
 def _depth_and_layout(net: DictConfig) -> tuple[int, str]:
     """(depth, '' | 'stages' | 'p1_1_1_1'): a plan sets the depth; a default reading adds nothing."""
     if net.plan is not None:
-        return 2 + sum(sum(stage) for stage in net.plan), "p" + "_".join("".join(map(str, st)) for st in net.plan)
-    return net.depth, "" if net.reading == Reading.blocks else str(net.reading)
+        return 2 + sum(sum(stage) for stage in net.plan), layout_tag("plan", net.plan)
+    return net.depth, layout_tag(str(net.reading), None)
 
 
 def net_tag(net: DictConfig) -> str:

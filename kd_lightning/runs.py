@@ -150,6 +150,14 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
     raise RunRecordError(f"field {name!r} is {value!r}; it must be {names}")
 
 
+def layout_tag(reading: str | None, plan: list[list[int]] | None) -> str:
+    """'' (the default blocks reading), 'stages', or 'p1_1_1_1' for an explicit plan: what run names, report
+    rows and figure labels add after the depth and width."""
+    if reading == "plan" or (reading is None and plan is not None):
+        return "p" + "_".join("".join(map(str, stage)) for stage in plan or [])
+    return "" if reading in (None, "blocks") else reading
+
+
 class Run(NamedTuple):
     """A finished run as the report sees it: its folder and its record."""
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from kd_lightning.runs import Run, RunRecord
+from kd_lightning.runs import Run, RunRecord, layout_tag
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ def layout(record: RunRecord) -> str:
 
     Old records lack `reading`: they were all trained with the blocks reading.
     """
-    if record.reading == "plan" and record.plan:
-        return "p" + "_".join("".join(map(str, stage)) for stage in record.plan)
-    return "" if record.reading in (None, "blocks") else record.reading
+    return layout_tag(record.reading, record.plan if record.reading == "plan" else None)
 
 
 def teacher_run_name(record: RunRecord) -> str | None:
