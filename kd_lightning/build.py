@@ -13,7 +13,11 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from kd_lightning.callbacks import (
+from kd_lightning.config import Mode
+from kd_lightning.data import CIFAR10DataModule, DataError
+from kd_lightning.gpu.hardware import choose_precision, prepare_backends, uses_cuda
+from kd_lightning.modules import BaselineModule, DistillModule
+from kd_lightning.run.callbacks import (
     AtomicCheckpointIO,
     CheckpointOnStop,
     EpochTimes,
@@ -21,10 +25,6 @@ from kd_lightning.callbacks import (
     RunClock,
     RunSettings,
 )
-from kd_lightning.config import Mode
-from kd_lightning.data import CIFAR10DataModule, DataError
-from kd_lightning.hardware import choose_precision, prepare_backends, uses_cuda
-from kd_lightning.modules import BaselineModule, DistillModule
 
 
 def build_datamodule(cfg: DictConfig) -> CIFAR10DataModule:

@@ -28,7 +28,7 @@ from kd_lightning.config import (
     allowed,
     values,
 )
-from kd_lightning.hardware import memory_bytes, uses_cuda
+from kd_lightning.gpu.hardware import memory_bytes, uses_cuda
 from kd_lightning.models import estimate, net_plan
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32-bit seeds

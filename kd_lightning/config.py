@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.runs import layout_tag
+from kd_lightning.run.record import layout_tag
 
 
 class Mode(Enum):

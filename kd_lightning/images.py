@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from kd_lightning.runs import atomic_path
+from kd_lightning.run.files import atomic_path
 
 log = logging.getLogger("kd_lightning.data")  # one logger for the whole data pipeline
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from kd_lightning.config import Mode, values
 from kd_lightning.models import net_plan, plan_depth, resnet
-from kd_lightning.runs import CHECKPOINT_KEY, file_sha256
+from kd_lightning.run.files import file_sha256
+from kd_lightning.run.record import CHECKPOINT_KEY
 
 
 class TeacherError(ValueError):

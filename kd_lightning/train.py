@@ -22,13 +22,12 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning import gpus, launch
 from kd_lightning.build import build_datamodule, build_module, build_trainer
-from kd_lightning.callbacks import RunClock, RunSettings
 from kd_lightning.checks import check_config
 from kd_lightning.config import ConfigError, Method, Mode, Source, register, variant
 from kd_lightning.data import CIFAR10DataModule, DataError
-from kd_lightning.hardware import (
+from kd_lightning.gpu import lease
+from kd_lightning.gpu.hardware import (
     choose_precision,
     code_version,
     device_label,
@@ -37,7 +36,11 @@ from kd_lightning.hardware import (
 )
 from kd_lightning.models import net_plan, plan_depth, stage_plan
 from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError
-from kd_lightning.resume import (
+from kd_lightning.run import command
+from kd_lightning.run.callbacks import RunClock, RunSettings
+from kd_lightning.run.files import RunFolderError, run_lock
+from kd_lightning.run.record import RunRecord, RunRecordError, fingerprint
+from kd_lightning.run.resume import (
     clear_run,
     discard_unstarted,
     export_teacher,
@@ -46,7 +49,6 @@ from kd_lightning.resume import (
     resume_checkpoint,
     save_run_config,
 )
-from kd_lightning.runs import RunFolderError, RunRecord, RunRecordError, fingerprint, run_lock
 from kd_lightning.teacher import TeacherError, require_teacher_file
 
 log = logging.getLogger("kd_lightning")
@@ -54,7 +56,7 @@ log = logging.getLogger("kd_lightning")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError, RunRecordError, RunFolderError)
 register()
-gpus.register()
+lease.register()
 
 
 def run_record(
@@ -237,7 +239,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
-        with gpus.run_lease(cfg) as gpu:
+        with lease.run_lease(cfg) as gpu:
             if gpu is not None:  # this job's own GPU for its lifetime, shared with no other job
                 cfg.trainer.devices = [gpu]
             record = train(cfg)
@@ -247,7 +249,7 @@ def main(cfg: DictConfig) -> float:
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         discard_unstarted(Path(cfg.paths.run_dir))
-        if launch.in_multirun() and launch.record_failure(cfg.run_name, str(err)):
+        if command.in_multirun() and command.record_failure(cfg.run_name, str(err)):
             return math.nan  # the sweep goes on; it lists this run and exits non-zero at its end
         sys.exit(2)
     return record.best_val_acc  # what a sweeper maximises: validation, never test

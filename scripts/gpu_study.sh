@@ -113,7 +113,7 @@ DEADLINE=$(( ${T0%.*} + TIME_LIMIT - 30 ))  # 30 s are kept for the report and t
 # shellcheck disable=SC2206  # EXTRA is a list of overrides split on spaces, as on a command line
 COMMON=("paths.root=$OUT/study" trainer.enable_progress_bar=false "${SIZE[@]}" $EXTRA)
 summary() {  # rewrite OUT/timings.json, timings.txt and summary.txt from what has finished so far
-    "$PYTHON" -m kd_lightning.timings "$OUT" "$T0" "$JOBS" "$DRY_RUN" --per-seed "$PER_SEED" --quiet \
+    "$PYTHON" -m kd_lightning.study.timings "$OUT" "$T0" "$JOBS" "$DRY_RUN" --per-seed "$PER_SEED" --quiet \
         2>>"$OUT/logs/timings.log" && cp "$OUT/timings.txt" "$OUT/summary.txt" || true
 }
 say "seeds $SEEDS, depths $DEPTHS, $JOBS at a time, $TIME_LIMIT s in all"
@@ -131,7 +131,7 @@ fi
 
 # ---------------------------------------------------------------- CUDA MPS around the study
 if [[ $MPS == 1 || ($MPS == auto && $DRY_RUN != 1) ]]; then
-    "$PYTHON" -m kd_lightning.mps start "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log" || true
+    "$PYTHON" -m kd_lightning.gpu.mps start "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log" || true
     # shellcheck disable=SC1091
     [[ ! -f $OUT/logs/mps/env.sh ]] || source "$OUT/logs/mps/env.sh"
 fi
@@ -173,7 +173,7 @@ stop_runs() {  # REASON: SIGTERM to every running training process, then wait (a
 finish_on_signal() {
     trap - TERM INT
     stop_runs "signal"
-    "$PYTHON" -m kd_lightning.mps stop "$OUT/logs/mps" 2>/dev/null || true
+    "$PYTHON" -m kd_lightning.gpu.mps stop "$OUT/logs/mps" 2>/dev/null || true
     summary
     exit 143
 }
@@ -233,7 +233,7 @@ teacher.ckpt=$OUT/study/runs/$assistant/checkpoints/best.ckpt")
 done
 unset OMP_NUM_THREADS
 [[ -z ${DMON:-} ]] || kill "$DMON" 2>/dev/null || true
-"$PYTHON" -m kd_lightning.mps stop "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log" || true
+"$PYTHON" -m kd_lightning.gpu.mps stop "$OUT/logs/mps" | tee -a "$OUT/logs/steps.log" || true
 trap - TERM INT
 
 # ---------------------------------------------------------------- report and the targets
@@ -241,7 +241,7 @@ REPORT_RC=0
 say "report"
 "$PYTHON" -m kd_lightning.report "$OUT/study/runs" --out "$OUT/report" >"$OUT/logs/report.log" 2>&1 || REPORT_RC=$?
 summary
-"$PYTHON" -m kd_lightning.timings "$OUT" "$T0" "$JOBS" "$DRY_RUN" --per-seed "$PER_SEED" | tee "$OUT/summary.txt" || true
+"$PYTHON" -m kd_lightning.study.timings "$OUT" "$T0" "$JOBS" "$DRY_RUN" --per-seed "$PER_SEED" | tee "$OUT/summary.txt" || true
 
 FAILED=$(awk -F'\t' '$2 != 0' "$OUT/logs/runs.tsv" | wc -l)
 CUT=$([[ -f $OUT/logs/deadline.txt ]] && echo yes || echo no)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_cfg
 
-from kd_lightning import gpus
+from kd_lightning.gpu import lease as gpus
 
 
 def _hold(lock_dir: str, n_devices: int, jobs_per_device: int, seconds: float, log_path: str) -> None:

@@ -111,7 +111,7 @@ def test_teacher_stays_in_eval_mode_without_gradients_and_outside_the_optimizer(
 
 @pytest.mark.slow
 def test_student_checkpoints_hold_no_teacher_weights(teacher, kd_run):
-    from kd_lightning.runs import file_sha256
+    from kd_lightning.run.files import file_sha256
 
     teacher_file = teacher / "teachers" / "r6-w8-s0.ckpt"
     for name in ("best.ckpt", "last.ckpt"):
@@ -173,7 +173,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_the_last_finite_loss(tmp_pat
 
 
 def test_metrics_json_refuses_nan(tmp_path):
-    from kd_lightning.runs import write_json
+    from kd_lightning.run.files import write_json
 
     with pytest.raises(ValueError):
         write_json(tmp_path / "metrics.json", {"test_acc": math.nan})

@@ -62,7 +62,7 @@ def test_the_chain_records_its_lineage_and_takes_its_teacher_from_the_checkpoint
     chain = runs[f"kd-r3-w8-tkd4-a0.5-T4-{tail}"]
     teacher_file = methods / "teachers" / "r6-w8-s0.ckpt"
     assistant_file = methods / "runs" / f"kd-r4-w8-t6-a0.5-T4-{tail}" / "checkpoints" / "best.ckpt"
-    from kd_lightning.runs import file_sha256
+    from kd_lightning.run.files import file_sha256
 
     assert chain["lineage"] == [
         {"run_name": f"teacher-r6-w8-{tail}", "sha256": file_sha256(teacher_file)},
@@ -112,7 +112,7 @@ def test_tensorboard_gets_each_runs_settings_with_its_final_accuracies(methods):
 
 
 def test_a_run_outside_a_git_checkout_records_no_commit(tmp_path, monkeypatch):
-    from kd_lightning import hardware
+    from kd_lightning.gpu import hardware
 
     monkeypatch.setattr(hardware, "__file__", str(tmp_path / "pkg" / "hardware.py"))
     assert hardware.code_version() == {"commit": None, "dirty": None}

@@ -121,7 +121,8 @@ def test_load_teacher_refuses_what_is_not_a_fitting_teacher(tmp_path, data, teac
 def test_any_finished_run_can_teach_and_its_lineage_follows(tmp_path, data):
     """A baseline (or kd) student's checkpoint is a teacher too, e.g. an assistant between ResNet-10 and ResNet-3;
     the lineage is the checkpoint's own (its run's ancestors) followed by the checkpoint's run and sha256."""
-    from kd_lightning.runs import CHECKPOINT_KEY, file_sha256
+    from kd_lightning.run.files import file_sha256
+    from kd_lightning.run.record import CHECKPOINT_KEY
 
     baseline = BaselineModule(3, 8, role="baseline", split_hash=data.split_hash, reading="stages")
     ancestors = [{"run_name": "teacher-r10-w64-s0", "sha256": "ab" * 32}]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from kd_lightning import gpus, mps
+from kd_lightning.gpu import lease as gpus
+from kd_lightning.gpu import mps
 
 # a daemon is a file in the pipe folder; every call is logged with its arguments, input and MPS environment
 FAKE = """#!/usr/bin/env bash
@@ -96,7 +97,7 @@ def test_a_missing_or_failing_binary_falls_back_to_time_slicing_with_one_line(fa
 
 def test_the_shell_commands_write_the_environment_to_source_and_stop_only_their_daemon(fake, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in (mps.PIPE, mps.LOG)}
-    cli = [sys.executable, "-m", "kd_lightning.mps"]
+    cli = [sys.executable, "-m", "kd_lightning.gpu.mps"]
     started = subprocess.run([*cli, "start", str(tmp_path / "s")], env=env, capture_output=True, text=True)
     assert started.returncode == 0 and "started the daemon" in started.stdout
     exports = (tmp_path / "s" / "env.sh").read_text()

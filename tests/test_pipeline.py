@@ -126,8 +126,8 @@ def test_gpus_launcher_runs_parallel_jobs_into_their_own_run_folders(tmp_path):
 
 
 def test_gpus_launcher_n_jobs_is_gpus_times_jobs_per_gpu_and_one_without_a_gpu():
-    from kd_lightning import gpus
     from kd_lightning.config import register
+    from kd_lightning.gpu import lease as gpus
 
     register()
     gpus.register()

@@ -21,7 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from kd_lightning.report import cli, figures
 from kd_lightning.report import curves as curves_mod
 from kd_lightning.report.stats import build_rows
-from kd_lightning.runs import iter_runs
+from kd_lightning.run.record import iter_runs
 
 EPOCHS = 3
 
@@ -367,7 +367,7 @@ def test_calibration_table_only_with_ece_and_with_the_right_values(methods_repor
 
 def test_kinds_of_distillation_from_the_record_old_records_are_plain_kd(method_runs):
     from kd_lightning.report.stats import kd_kind, layout
-    from kd_lightning.runs import iter_runs
+    from kd_lightning.run.record import iter_runs
 
     kinds = {r.record.run_name: kd_kind(r.record) for r in iter_runs(method_runs) if r.record.mode == "kd"}
     assert kinds["kd-r3-w8-tkd6-a0.5-T4-s0"] == "assistant" and kinds["kd-r3-w8-t10-rev-a0.5-T4-s1"] == "reverse"

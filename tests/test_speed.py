@@ -19,11 +19,11 @@ import pytest
 import torch
 from conftest import ROOT, make_cfg
 
-from kd_lightning import callbacks
 from kd_lightning.build import compile_mode, compile_models
 from kd_lightning.checks import check_config
 from kd_lightning.config import ConfigError
-from kd_lightning.runs import RunFolderError
+from kd_lightning.run import callbacks
+from kd_lightning.run.files import RunFolderError
 
 TINY = ["mode=baseline", "student.depth=3", "data.synthetic_train=240", "data.synthetic_test=64", "data.batch_size=32"]
 
@@ -148,7 +148,7 @@ def test_async_checkpoints_are_written_off_the_training_thread_and_the_run_resum
 KILLED_WRITER = """
 import sys, time, pathlib, torch
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
-from kd_lightning import callbacks
+from kd_lightning.run import callbacks
 path, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 io = AsyncCheckpointIO(callbacks.AtomicCheckpointIO())
 io.save_checkpoint({"epoch": 0, "w": torch.zeros(1000)}, path)
@@ -215,7 +215,7 @@ def published_study(out: Path) -> float:
 
 
 def test_the_targets_table_reproduces_the_published_h100_figures(tmp_path):
-    from kd_lightning.timings import summarise
+    from kd_lightning.study.timings import summarise
 
     t0 = published_study(tmp_path)
     summary = summarise(tmp_path, t0=t0, end=t0 + 265.7, jobs=8, dry_run=False, planned_per_seed=9)
@@ -236,7 +236,7 @@ def test_the_targets_table_reproduces_the_published_h100_figures(tmp_path):
 
 
 def test_three_seeds_cut_at_the_deadline_are_not_met_and_say_so(tmp_path):
-    from kd_lightning.timings import summarise
+    from kd_lightning.study.timings import summarise
 
     t0 = published_study(tmp_path)
     tsv = tmp_path / "logs" / "runs.tsv"

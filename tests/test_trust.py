@@ -14,7 +14,8 @@ import pytest
 import torch
 from conftest import make_cfg, run_cli
 
-from kd_lightning.runs import RunFolderError, file_sha256, load_record, run_lock
+from kd_lightning.run.files import RunFolderError, file_sha256, run_lock
+from kd_lightning.run.record import load_record
 
 TINY = ["data.synthetic_train=240", "data.synthetic_test=64", "data.batch_size=32"]
 BASELINE = ["mode=baseline", "student.depth=3", "trainer.max_epochs=2", *TINY]
@@ -125,7 +126,7 @@ def test_every_checkpoint_unreadable_starts_the_run_afresh(root, caplog):
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_whole_and_the_rerun_resumes(tmp_path, monkeypatch):
-    from kd_lightning import callbacks
+    from kd_lightning.run import callbacks
 
     saves, real_save = [], torch.save
 

@@ -15,8 +15,8 @@ import torch
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from kd_lightning.bench.harness import Sizes, sync
-from kd_lightning.callbacks import AtomicCheckpointIO
 from kd_lightning.models import resnet
+from kd_lightning.run.callbacks import AtomicCheckpointIO
 
 
 def _checkpoint(sizes: Sizes, device: torch.device) -> dict:

@@ -26,7 +26,7 @@ from kd_lightning.bench.many import bench_many
 from kd_lightning.bench.pipeline import bench_pipeline
 from kd_lightning.bench.table import table
 from kd_lightning.bench.trainer import bench_trainer
-from kd_lightning.hardware import choose_precision, device_label, prepare_backends, uses_cuda
+from kd_lightning.gpu.hardware import choose_precision, device_label, prepare_backends, uses_cuda
 
 DEFAULT = ("many", "pipeline", "trainer", "kd", "epoch", "checkpoint")  # compile only when asked: it takes minutes
 

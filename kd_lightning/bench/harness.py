@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from kd_lightning.data import MEAN, STD, load_folder, split_indices, synthetic_cifar
-from kd_lightning.hardware import choose_precision
+from kd_lightning.gpu.hardware import choose_precision
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (uint8 images NCHW, labels)
 

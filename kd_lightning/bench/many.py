@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from kd_lightning import mps
 from kd_lightning.bench.harness import Pair, Sizes
+from kd_lightning.gpu import mps
 
 
 def _worker(argv: list[str]) -> None:
     """One run: `python -m kd_lightning.bench.many DATA DEVICE WIDTH BATCH STEPS THREADS`; prints one JSON line."""
     from kd_lightning.bench.harness import StepTimer, accelerator, cover, step_trainer
     from kd_lightning.data import CIFAR10DataModule
-    from kd_lightning.hardware import prepare_backends
+    from kd_lightning.gpu.hardware import prepare_backends
     from kd_lightning.modules import BaselineModule
 
     data, device_type, width, batch, steps, threads = argv[0], argv[1], *map(int, argv[2:])

@@ -33,5 +33,5 @@ The package is split by job so that the numbers can be imported and tested witho
 `stats` (statistics, what a record is, table rows), `methods` (the methods table's numbers),
 `tables` and `method_tables` (results.md and the csv files), `curves` (the series the curve figures
 draw), `figures` (every PNG) and `cli` (`make_report` and the command line). Runs are read through
-`kd_lightning.runs`.
+`kd_lightning.run.record`.
 """

@@ -13,7 +13,8 @@ from kd_lightning.report import method_tables
 from kd_lightning.report.methods import Defaults, method_rows
 from kd_lightning.report.stats import Row, build_rows
 from kd_lightning.report.tables import render_csv, render_markdown
-from kd_lightning.runs import Run, iter_runs, write_text
+from kd_lightning.run.files import write_text
+from kd_lightning.run.record import Run, iter_runs
 
 
 def write_figures(rows: list[Row], runs: list[Run], out_dir: Path) -> None:

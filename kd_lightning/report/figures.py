@@ -29,7 +29,8 @@ from kd_lightning.report.curves import (  # noqa: E402
     loss_curves,
 )
 from kd_lightning.report.stats import Row, kd_settings, pct  # noqa: E402
-from kd_lightning.runs import Run, atomic_path  # noqa: E402
+from kd_lightning.run.files import atomic_path
+from kd_lightning.run.record import Run  # noqa: E402
 
 log = logging.getLogger(__name__)
 

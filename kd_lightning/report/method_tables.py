@@ -13,7 +13,7 @@ import io
 from kd_lightning.report.methods import ARMS, METHODS, Defaults, MethodRow, dkd_setting_label, kd_setting_label, others
 from kd_lightning.report.stats import Row, Stat, pct, stat
 from kd_lightning.report.tables import md_table, r4
-from kd_lightning.runs import Run
+from kd_lightning.run.record import Run
 
 OTHER_METHODS = [k for k in METHODS if k != "kd"]  # what the calibration table of the methods adds
 

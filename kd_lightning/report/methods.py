@@ -24,7 +24,7 @@ from kd_lightning.report.stats import (
     teacher_run_name,
     warn_repeated_seeds,
 )
-from kd_lightning.runs import Run, RunRecord
+from kd_lightning.run.record import Run, RunRecord
 
 # the methods table's columns after the baseline, in order: kd_kind -> column title
 METHODS = {"kd": "KD", "reverse": "Reverse KD", "dkd": "DKD", "assistant": "KD via an assistant"}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from kd_lightning.runs import Run, RunRecord, layout_tag
+from kd_lightning.run.record import Run, RunRecord, layout_tag
 
 log = logging.getLogger(__name__)
 

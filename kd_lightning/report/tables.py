@@ -9,7 +9,7 @@ import csv
 import io
 
 from kd_lightning.report.stats import Row, best_on_validation, kd_settings, paired_difference, pct
-from kd_lightning.runs import Run
+from kd_lightning.run.record import Run
 
 DATA_NAMES = {
     "torchvision": "CIFAR-10 (torchvision)",

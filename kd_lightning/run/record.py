@@ -1,41 +1,34 @@
 """The run record: what a finished run writes to `metrics.json`, and the one way to write, read and list it.
 
 `train.py` writes a `RunRecord` when a run ends; the report, the timing summary and the tests read
-run folders through `load_record` and `iter_runs`. Every file the project writes goes through
-`atomic_path`: a temporary file beside the target, then one rename, so a reader or a killed writer
-never leaves half a file behind.
+run folders through `load_record` and `iter_runs`. The settings fingerprint that decides whether a
+run folder may be reused lives here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import math
-import os
 import types
 import typing
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from kd_lightning.run.files import RunFolderError, write_json
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_KEY = "kd_lightning_settings"  # what a checkpoint keeps of its run: settings, run name, lineage
-LOCK_FILE = ".lock"
 
 
 class RunRecordError(ValueError):
     """A metrics.json that is not JSON, lacks a field, or holds a value of the wrong type."""
-
-
-class RunFolderError(ValueError):
-    """A run folder that cannot be used as asked: trained with other settings, busy, or not writable."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +180,7 @@ def iter_runs(runs_dir: Path) -> Iterator[Run]:
             log.warning("skipping a run: %s", err)
 
 
-# ----------------------------------------------------------------------------- settings and ownership
+# ----------------------------------------------------------------------------- settings
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
@@ -216,80 +209,3 @@ def check_same_settings(what: str, stored: dict[str, Any] | None, settings: dict
         f"{what} in {run_dir} was trained with other settings ({setting_differences(stored, settings)}); "
         "rerun with overwrite=true to replace it, or give this run another paths.root"
     )
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for this process: a second process on the same run stops with RunFolderError.
-
-    flock, so a crashed or killed holder releases it at once; the lock file stays (it holds nothing).
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunFolderError(
-            f"another process is training the run in {run_dir} right now (the same command started twice?); "
-            "wait for it to end, or give this run another paths.root"
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def is_locked(run_dir: Path) -> bool:
-    """Whether another process holds run_dir's lock now."""
-    path = Path(run_dir) / LOCK_FILE
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file's bytes: how a run record names the exact teacher file it used."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; when the block ends without an error it replaces `path`.
-
-    On an error (a full disk, a killed writer's next start) `path` keeps its old content and the
-    temporary file is removed. The temporary name keeps the suffix, so format-guessing writers work.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """JSON with an indent; NaN and infinity are refused (ValueError): they are not results."""
-    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

@@ -16,18 +16,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.callbacks import checkpoint_settings
-from kd_lightning.runs import (
-    METRICS_FILE,
-    RunFolderError,
-    RunRecord,
-    RunRecordError,
-    atomic_path,
-    check_same_settings,
-    file_sha256,
-    is_locked,
-    load_record,
-)
+from kd_lightning.run.callbacks import checkpoint_settings
+from kd_lightning.run.files import RunFolderError, atomic_path, file_sha256, is_locked
+from kd_lightning.run.record import METRICS_FILE, RunRecord, RunRecordError, check_same_settings, load_record
 
 log = logging.getLogger("kd_lightning")
 CHECKPOINTS = "checkpoints"

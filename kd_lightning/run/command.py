@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.runs import write_text
+from kd_lightning.run.files import write_text
 
 FAILURES_ENV = "KD_LIGHTNING_SWEEP_FAILURES"
 

@@ -1,4 +1,4 @@
-"""CUDA MPS around many runs on one GPU: `python -m kd_lightning.mps start|stop STATE_DIR`, or `daemon()`.
+"""CUDA MPS around many runs on one GPU: `python -m kd_lightning.gpu.mps start|stop STATE_DIR`, or `daemon()`.
 
 Processes that share a GPU take turns (time-slicing); under the MPS daemon their kernels overlap.
 The daemon must run before the runs create their CUDA contexts, and every run must see the same
@@ -157,7 +157,7 @@ def daemon(state_dir: Path, enabled: bool = True) -> Iterator[MpsState]:
 
 def main(argv: list[str] | None = None) -> None:
     """The shell's way in: `start` writes STATE_DIR/state.json and env.sh (to source); `stop` reads them."""
-    parser = argparse.ArgumentParser(prog="python -m kd_lightning.mps", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kd_lightning.gpu.mps", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("state_dir", type=Path, help="holds state.json, env.sh and the daemon's log folder")
     args = parser.parse_args(argv)

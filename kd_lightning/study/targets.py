@@ -1,7 +1,7 @@
 """The speed targets of issue 12, judged from a GPU study's bench.json and timings.json.
 
 Every row of the issue's table, with what was measured, its target and one of met / not met / not
-measured: `scripts/gpu_study.sh` prints them at its end (through `python -m kd_lightning.timings`),
+measured: `scripts/gpu_study.sh` prints them at its end (through `python -m kd_lightning.study.timings`),
 and timings.json keeps them. A CPU dry run shows its figures but measures no GPU target.
 """
 

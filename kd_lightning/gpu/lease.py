@@ -29,7 +29,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning import mps
+from kd_lightning.gpu import mps
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from kd_lightning.runs import CHECKPOINT_KEY, RunFolderError, atomic_path, fingerprint
+from kd_lightning.run.files import RunFolderError, atomic_path
+from kd_lightning.run.record import CHECKPOINT_KEY, fingerprint
 
 log = logging.getLogger("kd_lightning")
 

@@ -1,4 +1,4 @@
-"""Wall times of a scripted study: `python -m kd_lightning.timings OUT T0 JOBS DRY_RUN --per-seed N`.
+"""Wall times of a scripted study: `python -m kd_lightning.study.timings OUT T0 JOBS DRY_RUN --per-seed N`.
 
 `scripts/gpu_study.sh` starts every training process itself and logs one line per finished process
 to OUT/logs/runs.tsv (name, exit code, start and stop as Unix seconds). This joins those lines with
@@ -18,8 +18,9 @@ import re
 import time
 from pathlib import Path
 
-from kd_lightning.runs import RunRecord, iter_runs, write_json, write_text
-from kd_lightning.targets import STUDENTS_PER_SEED, render, target_rows
+from kd_lightning.run.files import write_json, write_text
+from kd_lightning.run.record import RunRecord, iter_runs
+from kd_lightning.study.targets import STUDENTS_PER_SEED, render, target_rows
 
 
 def script_name(record: RunRecord) -> str:
@@ -177,7 +178,7 @@ def render_runs(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kd_lightning.timings", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kd_lightning.study.timings", description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="the study's output folder (holds logs/runs.tsv and study/runs)")
     parser.add_argument("t0", type=float, help="Unix seconds when the script started")
     parser.add_argument("jobs", type=int, help="training processes run at once")
