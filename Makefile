@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 test: setup ## run the whole test suite (CPU, a few minutes)
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: setup ## run the tests not marked slow
+test-fast: setup ## the unit tests: none trains a network or starts a process (under a minute)
 	$(PYTHON) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: setup ## ruff: lint and format check

@@ -16,7 +16,7 @@ from typing import Any
 # public name -> the module that owns it
 _EXPORTS = {
     "resnet": "kd_lightning.models",
-    "net_plan": "kd_lightning.models",
+    "net_plan": "kd_lightning.plans",
     "distillation_loss": "kd_lightning.losses",
     "dkd_loss": "kd_lightning.losses",
     "CIFAR10DataModule": "kd_lightning.data",

@@ -25,6 +25,7 @@ from kd_lightning.run.callbacks import (
     RunClock,
     RunSettings,
 )
+from kd_lightning.run.record import RunFolder
 
 
 def build_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
@@ -93,13 +94,13 @@ def compile_models(module: BaselineModule, mode: str, root: Path) -> None:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None = None) -> L.Trainer:
-    t = cfg.trainer
+    t, folder = cfg.trainer, RunFolder(run_dir)
     prepare_backends(t.accelerator)
     callbacks: list[Callback] = [
         EpochTimes(),  # first: its validation-end clock stops before the checkpoints are written
         RunCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
+            dirpath=folder.checkpoints,
+            filename=folder.best.stem,
             monitor="val/acc",
             mode="max",
             auto_insert_metric_name=False,
@@ -108,11 +109,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None =
         # last.ckpt every trainer.checkpoint_every epochs and at the last; save_last=True above would skip the
         # epochs that do not improve val/acc
         RunCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False, every=t.checkpoint_every
+            dirpath=folder.checkpoints,
+            filename=folder.last.stem,
+            enable_version_counter=False,
+            every=t.checkpoint_every,
         ),
         RunClock(),
         settings or RunSettings({}),
-        CheckpointOnStop(run_dir / "checkpoints" / "last.ckpt"),
+        CheckpointOnStop(folder.last),
     ]
     if t.enable_progress_bar:
         callbacks.append(RichProgressBar(refresh_rate=10, leave=True))
@@ -129,7 +133,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None =
         callbacks=callbacks,
         # async: the write (atomic still) leaves the training thread; its error surfaces at the next save or at the end
         plugins=[AsyncCheckpointIO(AtomicCheckpointIO()) if t.async_checkpoint else AtomicCheckpointIO()],
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
+        logger=TensorBoardLogger(save_dir=str(run_dir), name=folder.tb.name, version="", default_hp_metric=False),
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )

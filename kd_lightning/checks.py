@@ -9,7 +9,7 @@ Each failure is one ConfigError sentence naming the key, the value and what is a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,14 +22,14 @@ from kd_lightning.config import (
     Divergence,
     Method,
     Mode,
-    Reading,
     Schedule,
     Source,
     allowed,
     values,
 )
-from kd_lightning.gpu.hardware import memory_bytes, uses_cuda
-from kd_lightning.models import estimate, net_plan
+from kd_lightning.gpu.hardware import gpu_count, memory_bytes, uses_cuda
+from kd_lightning.models import estimate
+from kd_lightning.plans import Reading, net_plan
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32-bit seeds
 MAX_TEMPERATURE = 100.0  # beyond it softened probabilities differ by less than float32 resolves
@@ -117,6 +117,19 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def check_values(section: str, values: Mapping[str, Any]) -> None:
+    """RULES for one config section given as a plain dict (a module built in Python rather than by Hydra):
+    ConfigError naming `section.key` for the first value that is not allowed; keys without a rule pass."""
+    for key, (ok, what) in RULES.items():
+        if not key.startswith(section + "."):
+            continue
+        value: Any = values
+        for part in key.split(".")[1:]:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if not ok(value):
+            raise ConfigError(f"{key}={_shown(value)} is not allowed; it must be {what}")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key whose value is not allowed or that this machine cannot run."""
     for key, (ok, what) in RULES.items():
@@ -140,7 +153,7 @@ def check_config(cfg: DictConfig) -> None:
 def check_devices(trainer: DictConfig) -> None:
     """trainer.accelerator, devices and precision against the GPUs torch sees."""
     accelerator, devices = str(trainer.accelerator), trainer.devices
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = gpu_count()
     if accelerator in ("gpu", "cuda") and gpus == 0:
         raise ConfigError(
             f"trainer.accelerator={accelerator} is not possible: torch sees no CUDA GPU on this machine; "

@@ -5,8 +5,10 @@ anything is written. The run name is derived from the config here."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -15,7 +17,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.run.record import layout_tag
+from kd_lightning.plans import Reading, plan_depth, reading_tag
+from kd_lightning.run.record import checkpoint_run_name
 
 
 class Mode(Enum):
@@ -24,13 +27,6 @@ class Mode(Enum):
     teacher = "teacher"
     baseline = "baseline"
     kd = "kd"
-
-
-class Reading(str, Enum):
-    """How a depth becomes a stage plan (kd_lightning/models.py explains both)."""
-
-    blocks = "blocks"  # two-conv blocks first, stages filled in order (ResNet-6 = [[2], [2]])
-    stages = "stages"  # the convs spread over up to four stages (ResNet-6 = [[1], [1], [1], [1]])
 
 
 class Method(str, Enum):
@@ -182,6 +178,11 @@ class Config:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
 
 
+def filled(section: type, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A config section as a plain dict: the schema's defaults with `values` over them (modules built in Python)."""
+    return {**dataclasses.asdict(section()), **(values or {})}
+
+
 class ConfigError(ValueError):
     """A config value outside its allowed range, or one this machine cannot run."""
 
@@ -228,17 +229,17 @@ def variant(cfg: DictConfig) -> str:
     return "-".join(tags)
 
 
-def _depth_and_layout(net: DictConfig) -> tuple[int, str]:
+def _depth_and_reading(net: DictConfig) -> tuple[int, str]:
     """(depth, '' | 'stages' | 'p1_1_1_1'): a plan sets the depth; a default reading adds nothing."""
     if net.plan is not None:
-        return 2 + sum(sum(stage) for stage in net.plan), layout_tag("plan", net.plan)
-    return net.depth, layout_tag(str(net.reading), None)
+        return plan_depth(net.plan), reading_tag("plan", net.plan)
+    return net.depth, reading_tag(str(net.reading), None)
 
 
 def net_tag(net: DictConfig) -> str:
     """'r6-w64', 'r6-w64-stages' or 'r6-w64-p1_1_1_1'."""
-    depth, layout = _depth_and_layout(net)
-    return f"r{depth}-w{net.width}" + (f"-{layout}" if layout else "")
+    depth, tag = _depth_and_reading(net)
+    return f"r{depth}-w{net.width}" + (f"-{tag}" if tag else "")
 
 
 def teacher_file(_root_: DictConfig) -> str:
@@ -248,13 +249,13 @@ def teacher_file(_root_: DictConfig) -> str:
 
 def teacher_tag(cfg: DictConfig) -> str:
     """'t10' for the teacher export, 'tkd6' for a kd run's checkpoint (an assistant), 't6x1a2b3c' for another file."""
-    depth, layout = _depth_and_layout(cfg.teacher)
+    depth, tag = _depth_and_reading(cfg.teacher)
     ckpt = Path(str(cfg.teacher.ckpt))
     if ckpt == Path(str(cfg.paths.root)) / "teachers" / teacher_file(cfg):
-        return f"t{depth}{layout}"
-    if ckpt.parent.name == "checkpoints":  # a run folder's checkpoint: name the run's mode
-        return f"t{ckpt.parent.parent.name.split('-')[0]}{depth}{layout}"
-    return f"t{depth}{layout}x{hashlib.sha256(str(ckpt).encode()).hexdigest()[:6]}"
+        return f"t{depth}{tag}"
+    if (run := checkpoint_run_name(ckpt)) is not None:  # a run folder's checkpoint: name the run's mode
+        return f"t{run.split('-')[0]}{depth}{tag}"
+    return f"t{depth}{tag}x{hashlib.sha256(str(ckpt).encode()).hexdigest()[:6]}"
 
 
 def kd_tag(kd: DictConfig) -> str:

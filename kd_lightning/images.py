@@ -24,7 +24,7 @@ import torch
 
 from kd_lightning.run.files import atomic_path
 
-log = logging.getLogger("kd_lightning.data")  # one logger for the whole data pipeline
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUPPORTED = ", ".join(IMAGE_SUFFIXES)

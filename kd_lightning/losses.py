@@ -1,7 +1,7 @@
 """Distillation losses: Hinton et al.'s KD (either KL direction) and Zhao et al.'s decoupled KD.
 
-Every function here is pure: no range checks and no host reads per call. The `check_*_params`
-functions hold the one-time checks a module runs when it is built.
+Every function here is pure: no range checks and no host reads per call (the modules check their
+settings once, when they are built, against kd_lightning.checks.RULES).
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from kd_lightning.config import Divergence
-
-DIVERGENCES = tuple(d.value for d in Divergence)  # the KL directions distillation_loss accepts (its `divergence`)
+from kd_lightning.config import Divergence, allowed
 
 # How far below a row's smallest logit DKD puts the target logit to mask it out: exp(-1000) is 0
 # in float32 and float64, so the masked class holds no probability whatever the logits are.
@@ -31,28 +29,6 @@ class DKDLoss(NamedTuple):
     tckd: torch.Tensor  # T^2 * KL(b_teacher || b_student), before alpha and the warm-up weight
     nckd: torch.Tensor  # T^2 * KL(p̂_teacher || p̂_student), before beta and the warm-up weight
     ce: torch.Tensor  # CE(targets, student) at temperature 1, unweighted
-
-
-def check_kd_params(alpha: float, temperature: float, divergence: str = "forward") -> None:
-    """Refuse settings the loss is not defined for; called once when a module is built, not per step."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"kd.alpha must lie in [0, 1], got {alpha}")
-    if not temperature > 0:
-        raise ValueError(f"kd.temperature must be > 0, got {temperature}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"kd.divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
-
-
-def check_dkd_params(alpha: float, beta: float, temperature: float, warmup_epochs: int = 0) -> None:
-    """The one-time checks for `dkd_loss` and `dkd_warmup`, run when a module is built, not per step."""
-    if not alpha >= 0:
-        raise ValueError(f"dkd.alpha must be >= 0, got {alpha}")
-    if not beta >= 0:
-        raise ValueError(f"dkd.beta must be >= 0, got {beta}")
-    if not temperature > 0:
-        raise ValueError(f"dkd.temperature must be > 0, got {temperature}")
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"dkd.warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -88,7 +64,7 @@ def distillation_loss(
     probability that underflows to 0 contributes 0 rather than NaN. The teacher is a fixed target
     (its logits are detached); the gradient flows to the student in both directions. The T^2 factor
     keeps the soft-target gradients on the scale of the hard-label ones (Hinton et al., 2015).
-    `divergence` takes a value of `DIVERGENCES`; `check_kd_params` checks it once.
+    `divergence` takes a value of `Divergence`.
     """
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
@@ -97,7 +73,7 @@ def distillation_loss(
     elif divergence == "reverse":
         kl = _kl(log_p_student, log_p_teacher)
     else:  # a plain string comparison, no tensor read: an unknown value must not pass silently as either
-        raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
+        raise ValueError(f"divergence={divergence!r} is unknown; allowed: {allowed(Divergence)}")
     kd = kl * temperature**2
     ce = F.cross_entropy(student_logits.float(), targets)
     return DistillLoss(alpha * kd + (1.0 - alpha) * ce, kd, ce)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,9 +13,11 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kd_lightning.calibration import CalibrationMetrics
-from kd_lightning.config import KDConfig, Method, Mode, OptimConfig, Reading, Schedule, allowed, values
-from kd_lightning.losses import check_dkd_params, check_kd_params, distillation_loss, dkd_loss, dkd_warmup
-from kd_lightning.models import net_plan, plan_depth, resnet
+from kd_lightning.checks import check_values
+from kd_lightning.config import DKDConfig, KDConfig, Method, Mode, OptimConfig, Schedule, allowed, filled, values
+from kd_lightning.losses import distillation_loss, dkd_loss, dkd_warmup
+from kd_lightning.models import resnet
+from kd_lightning.plans import Reading, net_plan, plan_depth
 from kd_lightning.teacher import load_teacher
 
 
@@ -74,11 +75,8 @@ class BaselineModule(L.LightningModule):
         super().__init__()
         if role not in values(Mode):
             raise ValueError(f"role={role!r} is unknown; allowed: {allowed(Mode)}")
-        optim = {**dataclasses.asdict(OptimConfig()), **(optim or {})}
-        if optim["schedule"] not in values(Schedule):
-            raise ValueError(f"optim.schedule={optim['schedule']!r} is unknown; allowed: {allowed(Schedule)}")
-        if not optim["lr"] > 0:
-            raise ValueError(f"optim.lr must be > 0, got {optim['lr']}")
+        optim = filled(OptimConfig, optim)
+        check_values("optim", optim)
         plan = net_plan(depth, reading, plan)
         # the init arguments (a subclass's included), with optim's defaults filled in and the network as built:
         # its plan and the depth that follows from it, so a checkpoint rebuilds it whatever the reading was
@@ -215,11 +213,9 @@ class DistillModule(BaselineModule):
         **common: Any,
     ):
         """`kd`: KDConfig's keys (defaults filled in); `common`: BaselineModule's other keyword arguments."""
-        kd = {**dataclasses.asdict(KDConfig()), **(kd or {})}
-        check_kd_params(kd["alpha"], kd["temperature"], kd["divergence"])
-        check_dkd_params(kd["dkd"]["alpha"], kd["dkd"]["beta"], kd["temperature"], kd["dkd"]["warmup_epochs"])
-        if kd["method"] not in values(Method):
-            raise ValueError(f"kd.method={kd['method']!r} is unknown; allowed: {allowed(Method)}")
+        kd = filled(KDConfig, kd)
+        kd["dkd"] = filled(DKDConfig, kd["dkd"])
+        check_values("kd", kd)
         if common.setdefault("role", Mode.kd.value) != Mode.kd.value:  # load_from_checkpoint passes it back
             raise ValueError(f"DistillModule trains role 'kd', got role={common['role']!r}")
         super().__init__(depth, width, num_classes=num_classes, **common)

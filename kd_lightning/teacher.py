@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from kd_lightning.config import Mode, values
-from kd_lightning.models import net_plan, plan_depth, resnet
+from kd_lightning.models import resnet
+from kd_lightning.plans import net_plan, plan_depth
 from kd_lightning.run.files import file_sha256
-from kd_lightning.run.record import CHECKPOINT_KEY
+from kd_lightning.run.record import CHECKPOINT_KEY, RunFolder
 
 
 class TeacherError(ValueError):
@@ -28,8 +29,8 @@ def require_teacher_file(path: str | Path) -> Path:
     """Fail before any data is loaded when the teacher checkpoint is not there."""
     path = Path(path)
     if path.is_dir():
-        inside = path / "checkpoints" / "best.ckpt"
-        example = inside if inside.is_file() else path / "best.ckpt"
+        inside = RunFolder(path).best
+        example = inside if inside.is_file() else path / inside.name
         raise TeacherError(f"teacher.ckpt={path} is a folder; point it at a checkpoint file, e.g. {example}")
     if path.exists() and not path.is_file():
         raise TeacherError(f"teacher.ckpt={path} is not a regular file; point it at a checkpoint file")

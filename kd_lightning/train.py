@@ -34,8 +34,8 @@ from kd_lightning.gpu.hardware import (
     is_launch_rank_zero,
     software_versions,
 )
-from kd_lightning.models import net_plan, plan_depth, stage_plan
 from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError
+from kd_lightning.plans import blocks_plan, net_plan, plan_depth
 from kd_lightning.run import command
 from kd_lightning.run.callbacks import RunClock, RunSettings
 from kd_lightning.run.files import RunFolderError, run_lock
@@ -51,7 +51,7 @@ from kd_lightning.run.resume import (
 )
 from kd_lightning.teacher import TeacherError, require_teacher_file
 
-log = logging.getLogger("kd_lightning")
+log = logging.getLogger(__name__)
 # the frozen teacher is in eval mode on purpose; Lightning warns about any such module
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (ConfigError, DataError, TeacherError, NonFiniteLossError, RunRecordError, RunFolderError)
@@ -174,7 +174,7 @@ def check_teacher_architecture(cfg: DictConfig, module: DistillModule) -> None:
             f"teacher.ckpt={want.ckpt} holds a ResNet-{info['depth']} of width {info['width']} (plan "
             f"{info['plan']}), but teacher.depth={want.depth} teacher.width={want.width} teacher.reading="
             f"{want.reading} give plan {plan}; set teacher.depth={info['depth']} teacher.width={info['width']}"
-            + ("" if info["plan"] == stage_plan(info["depth"]) else f" teacher.plan={info['plan']}")
+            + ("" if info["plan"] == blocks_plan(info["depth"]) else f" teacher.plan={info['plan']}")
         )
 
 
@@ -247,11 +247,11 @@ def main(cfg: DictConfig) -> float:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
         discard_unstarted(Path(cfg.paths.run_dir))
         if command.in_multirun() and command.record_failure(cfg.run_name, str(err)):
+            print(f"error: {err}", file=sys.stderr)
             return math.nan  # the sweep goes on; it lists this run and exits non-zero at its end
-        sys.exit(2)
+        command.fail(str(err))
     return record.best_val_acc  # what a sweeper maximises: validation, never test
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing.process
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -32,6 +35,35 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
     return cfg
 
 
+TINY = ["data.synthetic_train=240", "data.synthetic_test=64", "data.batch_size=32"]
+BASELINE = ["mode=baseline", "student.depth=3", "trainer.max_epochs=2", *TINY]  # a two-epoch run in about a second
+
+
+def train(root: Path, *overrides: str):
+    """One run in this process, as `python -m kd_lightning.train experiment=smoke ...` trains it; its record."""
+    from kd_lightning.train import train as train_run
+
+    return train_run(make_cfg(root, *overrides))
+
+
+def run_dir(root: Path, *overrides: str) -> Path:
+    return Path(make_cfg(root, *overrides).paths.run_dir)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory) -> Path:
+    """The paths.root of a finished BASELINE run; tests copy it (the `root` fixture) before changing anything."""
+    root = tmp_path_factory.mktemp("finished")
+    train(root, *BASELINE)
+    return root
+
+
+@pytest.fixture
+def root(finished, tmp_path) -> Path:
+    shutil.copytree(finished, tmp_path / "root")
+    return tmp_path / "root"
+
+
 def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run the real entry point in a subprocess, as a user would."""
     return subprocess.run(
@@ -57,3 +89,36 @@ def cifar_jpeg(tmp_path_factory) -> Path:
     with tarfile.open(ARCHIVE) as tar:
         tar.extractall(dest, filter="data")
     return dest / "cifar10-jpeg"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _fast_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _fast_tier_guard(item):
+        yield
+
+
+@contextlib.contextmanager
+def _fast_tier_guard(item):
+    """A test not marked slow whose setup or body trains (Trainer.fit) or starts a process fails: the fast tier
+    (`make test-fast`) stays a tier of unit tests."""
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+
+    def refuse(*args, **kwargs):
+        pytest.fail(f"{item.nodeid} trains or starts a process: mark it @pytest.mark.slow")
+
+    import lightning
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lightning.Trainer, "fit", refuse)
+        mp.setattr(subprocess.Popen, "__init__", refuse)
+        mp.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+        mp.setattr(os, "fork", refuse)
+        yield

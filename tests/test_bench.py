@@ -15,6 +15,7 @@ from kd_lightning.data import CIFAR10DataModule
 from kd_lightning.modules import BaselineModule, DistillModule
 
 
+@pytest.mark.slow
 def test_bench_writes_all_four_comparisons_with_positive_numbers(tmp_path, capsys):
     out = tmp_path / "bench.json"
     bench_main(["--sizes", "tiny", "--device", "cpu", "--data-root", str(tmp_path / "absent"), "--out", str(out)])
@@ -93,6 +94,7 @@ def teacher_ckpt(tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["baseline", "kd"])
 def test_training_steps_read_no_tensor_back_to_the_host(tmp_path, monkeypatch, teacher_ckpt, mode):
     module = BaselineModule(3, 8) if mode == "baseline" else DistillModule(3, str(teacher_ckpt), width=8)

@@ -46,7 +46,11 @@ def make_folder(root: Path, classes=CLASSES, n=2, splits=("train", "test")) -> P
 
 
 def data_lines(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "kd_lightning.data" and r.levelno >= logging.INFO]
+    return [
+        r
+        for r in caplog.records
+        if r.name in ("kd_lightning.data", "kd_lightning.images") and r.levelno >= logging.INFO
+    ]
 
 
 def forbid_decoding(monkeypatch) -> None:

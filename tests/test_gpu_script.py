@@ -27,11 +27,13 @@ def run_script(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow
 def test_gpu_script_without_an_output_folder_prints_its_usage(tmp_path):
     result = run_script(tmp_path)
     assert result.returncode == 2 and "usage: scripts/gpu_study.sh OUT_DIR" in result.stderr
 
 
+@pytest.mark.slow
 def test_gpu_script_refuses_the_real_study_when_torch_sees_no_gpu(tmp_path):
     (tmp_path / "no-wheels").mkdir()
     result = run_script(

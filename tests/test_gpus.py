@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import make_cfg
 
+from kd_lightning.gpu import hardware
 from kd_lightning.gpu import lease as gpus
 
 
@@ -24,6 +25,7 @@ def _hold(lock_dir: str, n_devices: int, jobs_per_device: int, seconds: float, l
         f.write(f"{device} {start} {end}\n")
 
 
+@pytest.mark.slow
 def test_eight_processes_on_two_devices_never_overlap_on_a_device(tmp_path):
     log_path = tmp_path / "holds.txt"
     ctx = mp.get_context("fork")
@@ -94,6 +96,7 @@ def _lease_and_die(lock_dir: str) -> None:
         os._exit(1)  # a crash: no cleanup code runs
 
 
+@pytest.mark.slow
 def test_a_crashed_holder_frees_its_device(tmp_path):
     p = mp.get_context("fork").Process(target=_lease_and_die, args=(str(tmp_path),))
     p.start()
@@ -121,7 +124,7 @@ def test_lock_files_are_named_after_cuda_visible_devices(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("n_gpus", "per_gpu", "expected"), [(0, 1, 1), (0, 4, 1), (2, 1, 2), (4, 2, 8)])
 def test_parallel_jobs_is_gpus_times_jobs_per_gpu_and_one_without_a_gpu(monkeypatch, n_gpus, per_gpu, expected):
-    monkeypatch.setattr(gpus, "visible_gpu_count", lambda: n_gpus)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: n_gpus)
     assert gpus.parallel_jobs(per_gpu) == expected
 
 
@@ -131,7 +134,7 @@ def test_parallel_jobs_rejects_zero_jobs_per_gpu():
 
 
 def test_run_lease_gives_each_single_device_run_its_own_gpu(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpus, "visible_gpu_count", lambda: 2)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     cfg = make_cfg(tmp_path, "trainer.accelerator=auto", f"gpu_pool.lock_dir={tmp_path / 'locks'}")
     with gpus.run_lease(cfg) as a, gpus.run_lease(cfg) as b:
@@ -149,14 +152,14 @@ def test_run_lease_gives_each_single_device_run_its_own_gpu(tmp_path, monkeypatc
     ],
 )
 def test_run_lease_leaves_runs_that_need_no_pool_alone(tmp_path, monkeypatch, n_gpus, overrides):
-    monkeypatch.setattr(gpus, "visible_gpu_count", lambda: n_gpus)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: n_gpus)
     cfg = make_cfg(tmp_path, "trainer.accelerator=auto", f"gpu_pool.lock_dir={tmp_path / 'locks'}", *overrides)
     with gpus.run_lease(cfg) as device:
         assert device is None
 
 
 def test_run_lease_on_one_gpu_when_asked(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpus, "visible_gpu_count", lambda: 1)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1)
     cfg = make_cfg(tmp_path, "trainer.accelerator=auto", "gpu_pool.lease=true", f"gpu_pool.lock_dir={tmp_path}")
     with gpus.run_lease(cfg) as device:
         assert device == 0

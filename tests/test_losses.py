@@ -4,14 +4,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from kd_lightning.losses import (
-    DIVERGENCES,
-    check_dkd_params,
-    check_kd_params,
-    distillation_loss,
-    dkd_loss,
-    dkd_warmup,
-)
+from kd_lightning.checks import check_values
+from kd_lightning.config import Divergence, DKDConfig, KDConfig, filled, values
+from kd_lightning.losses import distillation_loss, dkd_loss, dkd_warmup
+
+DIVERGENCES = sorted(values(Divergence))
+
+
+def kd_settings(**changes) -> dict:
+    """A kd config section as a module receives it: the schema's defaults with `changes` (dkd.* as dkd_*)."""
+    dkd = filled(DKDConfig, {k[4:]: v for k, v in changes.items() if k.startswith("dkd_")})
+    return filled(KDConfig, {k: v for k, v in changes.items() if not k.startswith("dkd_")}) | {"dkd": dkd}
+
 
 S = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
 T = torch.tensor([[1.5, 1.0, -0.5], [-1.0, 0.0, 2.0]])
@@ -86,20 +90,20 @@ def test_extreme_logits_stay_finite_and_differentiable(divergence):
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5])
 def test_alpha_outside_unit_interval_is_refused(alpha):
-    with pytest.raises(ValueError, match=rf"kd.alpha must lie in \[0, 1\], got {alpha}"):
-        check_kd_params(alpha, 2.0)
+    with pytest.raises(ValueError, match=rf"kd.alpha={alpha:g} is not allowed; it must be a number in \[0, 1\]"):
+        check_values("kd", kd_settings(alpha=alpha))
 
 
 @pytest.mark.parametrize("temp", [0.0, -1.0])
 def test_non_positive_temperature_is_refused(temp):
-    with pytest.raises(ValueError, match=rf"kd.temperature must be > 0, got {temp}"):
-        check_kd_params(0.5, temp)
+    with pytest.raises(ValueError, match=rf"kd.temperature={temp:g} is not allowed; it must be a number in \(0, 100\]"):
+        check_values("kd", kd_settings(temperature=temp))
 
 
 def test_unknown_divergence_is_refused_once_and_per_call():
-    with pytest.raises(ValueError, match=r"kd.divergence must be one of forward, reverse, got 'backward'"):
-        check_kd_params(0.5, 2.0, "backward")
-    with pytest.raises(ValueError, match=r"divergence must be one of forward, reverse, got 'backward'"):
+    with pytest.raises(ValueError, match=r"kd.divergence=backward is not allowed; it must be forward or reverse"):
+        check_values("kd", kd_settings(divergence="backward"))
+    with pytest.raises(ValueError, match=r"divergence='backward' is unknown; allowed: forward or reverse"):
         distillation_loss(S, T, Y, 0.5, 2.0, divergence="backward")
 
 
@@ -245,19 +249,19 @@ def test_dkd_warmup_of_zero_epochs_is_full_weight():
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "changes, message",
     [
-        ((-0.1, 8.0, 4.0, 20), "dkd.alpha must be >= 0, got -0.1"),
-        ((1.0, -1.0, 4.0, 20), "dkd.beta must be >= 0, got -1.0"),
-        ((1.0, 8.0, 0.0, 20), "dkd.temperature must be > 0, got 0.0"),
-        ((1.0, 8.0, 4.0, -1), "dkd.warmup_epochs must be an integer >= 0, got -1"),
-        ((1.0, 8.0, 4.0, 2.5), "dkd.warmup_epochs must be an integer >= 0, got 2.5"),
+        ({"dkd_alpha": -0.1}, r"kd.dkd.alpha=-0.1 is not allowed; it must be a number in \[0, 1000\]"),
+        ({"dkd_beta": -1.0}, r"kd.dkd.beta=-1 is not allowed"),
+        ({"temperature": 0.0}, r"kd.temperature=0 is not allowed"),
+        ({"dkd_warmup_epochs": -1}, r"kd.dkd.warmup_epochs=-1 is not allowed; it must be an integer >= 0"),
+        ({"dkd_warmup_epochs": 2.5}, r"kd.dkd.warmup_epochs=2.5 is not allowed; it must be an integer >= 0"),
     ],
 )
-def test_dkd_settings_outside_their_ranges_are_refused(args, message):
+def test_dkd_settings_outside_their_ranges_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
-        check_dkd_params(*args)
+        check_values("kd", kd_settings(method="dkd", **changes))
 
 
 def test_dkd_paper_defaults_are_accepted():
-    check_dkd_params(1.0, 8.0, 4.0, 20)
+    check_values("kd", kd_settings(method="dkd", dkd_alpha=1.0, dkd_beta=8.0, temperature=4.0, dkd_warmup_epochs=20))

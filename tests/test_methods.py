@@ -111,6 +111,7 @@ def test_tensorboard_gets_each_runs_settings_with_its_final_accuracies(methods):
     assert found["hparams/best_val_acc"] == pytest.approx(record["best_val_acc"])
 
 
+@pytest.mark.slow
 def test_a_run_outside_a_git_checkout_records_no_commit(tmp_path, monkeypatch):
     from kd_lightning.gpu import hardware
 

@@ -2,16 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from kd_lightning.models import (
-    ResidualUnit,
-    count_layers,
-    estimate,
-    net_plan,
-    plan_depth,
-    resnet,
-    spread_plan,
-    stage_plan,
-)
+from kd_lightning.models import ResidualUnit, count_layers, estimate, resnet
+from kd_lightning.plans import blocks_plan, net_plan, plan_depth, stages_plan
 
 
 @pytest.mark.parametrize("depth", range(3, 13))
@@ -34,7 +26,7 @@ def test_depth_counts_stem_body_convs_and_one_linear(depth):
     ],
 )
 def test_units_fill_stages_in_order_and_spread_evenly(depth, plan):
-    assert stage_plan(depth) == plan
+    assert blocks_plan(depth) == plan
 
 
 def test_resnet5_ends_with_a_strided_single_conv_unit_at_double_width():
@@ -95,7 +87,7 @@ def test_residual_unit_adds_shortcut_before_relu():
     [(3, [[1]]), (4, [[1], [1]]), (5, [[1], [1], [1]]), (6, [[1]] * 4), (7, [[2], [1], [1], [1]]), (10, [[2]] * 4)],
 )
 def test_the_stages_reading_spreads_the_convs_over_up_to_four_stages(depth, plan):
-    assert spread_plan(depth) == plan
+    assert stages_plan(depth) == plan
     model = resnet(depth, width=8, reading="stages")
     assert count_layers(model) == {"conv": depth - 1, "linear": 1, "depth": depth}
 

@@ -43,6 +43,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_teacher_parameters_and_bn_buffers_are_bit_identical_after_kd_training(tmp_path, data, teacher_ckpt):
     student = DistillModule(
         3, str(teacher_ckpt), kd={"alpha": 0.7, "temperature": 4.0}, width=8, split_hash=data.split_hash
@@ -56,6 +57,7 @@ def test_teacher_parameters_and_bn_buffers_are_bit_identical_after_kd_training(t
     assert not all(torch.equal(student_before[k], v) for k, v in student.model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_teacher_is_frozen_in_eval_mode_and_outside_the_optimizer(data, teacher_ckpt):
     student = DistillModule(3, str(teacher_ckpt), width=8, split_hash=data.split_hash)
     student.train()
@@ -68,6 +70,7 @@ def test_teacher_is_frozen_in_eval_mode_and_outside_the_optimizer(data, teacher_
     assert not optimised & {id(p) for p in student.teacher.parameters()}
 
 
+@pytest.mark.slow
 def test_student_checkpoint_stores_teacher_path_and_hash_but_no_teacher_weights(tmp_path, data, teacher_ckpt):
     student = DistillModule(3, str(teacher_ckpt), width=8, split_hash=data.split_hash)
     trainer = tiny_trainer(tmp_path)
@@ -80,6 +83,7 @@ def test_student_checkpoint_stores_teacher_path_and_hash_but_no_teacher_weights(
     assert torch.equal(restored.model.fc.weight, student.model.fc.weight)
 
 
+@pytest.mark.slow
 def test_kd_run_logs_every_study_curve(tmp_path, data, teacher_ckpt):
     student = DistillModule(3, str(teacher_ckpt), width=8, split_hash=data.split_hash)
     trainer = tiny_trainer(tmp_path)
@@ -90,6 +94,7 @@ def test_kd_run_logs_every_study_curve(tmp_path, data, teacher_ckpt):
     assert {"test/acc", "test/loss", "test/agreement"} <= set(test)
 
 
+@pytest.mark.slow
 def test_kd_loss_parts_combine_with_alpha(tmp_path, data, teacher_ckpt):
     student = DistillModule(
         3, str(teacher_ckpt), kd={"alpha": 0.25, "temperature": 2.0}, width=8, split_hash=data.split_hash
@@ -102,6 +107,7 @@ def test_kd_loss_parts_combine_with_alpha(tmp_path, data, teacher_ckpt):
     )
 
 
+@pytest.mark.slow
 def test_load_teacher_refuses_what_is_not_a_fitting_teacher(tmp_path, data, teacher_ckpt):
     with pytest.raises(TeacherError, match="does not exist; train one with `make teacher`"):
         load_teacher(tmp_path / "none.ckpt", 10, data.split_hash)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from kd_lightning.gpu import hardware, mps
 from kd_lightning.gpu import lease as gpus
-from kd_lightning.gpu import mps
 
 # a daemon is a file in the pipe folder; every call is logged with its arguments, input and MPS environment
 FAKE = """#!/usr/bin/env bash
@@ -54,6 +54,7 @@ def _calls(log: Path) -> list[str]:
     return log.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_starts_the_daemon_in_writable_folders_and_stops_it_afterwards(fake, tmp_path):
     state = mps.start(tmp_path / "state")
     assert state.started and state.active and "started the daemon" in state.note
@@ -66,6 +67,7 @@ def test_starts_the_daemon_in_writable_folders_and_stops_it_afterwards(fake, tmp
     assert _calls(fake)[-1].startswith("args=[] stdin=[quit]") and not (pipe / "daemon").exists()
 
 
+@pytest.mark.slow
 def test_a_running_daemon_is_used_and_never_stopped(fake, tmp_path, monkeypatch):
     pipe = tmp_path / "theirs"
     pipe.mkdir()
@@ -78,6 +80,7 @@ def test_a_running_daemon_is_used_and_never_stopped(fake, tmp_path, monkeypatch)
     assert (pipe / "daemon").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("why", ["missing", "failing", "off"])
 def test_a_missing_or_failing_binary_falls_back_to_time_slicing_with_one_line(fake, tmp_path, monkeypatch, why):
     if why == "missing":
@@ -95,6 +98,7 @@ def test_a_missing_or_failing_binary_falls_back_to_time_slicing_with_one_line(fa
     assert mps.stop(state) == ""
 
 
+@pytest.mark.slow
 def test_the_shell_commands_write_the_environment_to_source_and_stop_only_their_daemon(fake, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in (mps.PIPE, mps.LOG)}
     cli = [sys.executable, "-m", "kd_lightning.gpu.mps"]
@@ -108,9 +112,10 @@ def test_the_shell_commands_write_the_environment_to_source_and_stop_only_their_
     assert sum("quit" in c for c in _calls(fake)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_gpus", [0, 1])
 def test_the_gpus_launcher_runs_mps_around_a_sweep_only_with_a_gpu(fake, tmp_path, monkeypatch, n_gpus):
-    monkeypatch.setattr(gpus, "visible_gpu_count", lambda: n_gpus)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: n_gpus)
     callback = gpus.MpsAroundSweep(str(tmp_path / "locks" / "mps"))
     config = OmegaConf.create({})
     callback.on_multirun_start(config)
@@ -120,6 +125,7 @@ def test_the_gpus_launcher_runs_mps_around_a_sweep_only_with_a_gpu(fake, tmp_pat
     assert sum("-d" in c for c in _calls(fake)) == n_gpus and sum("quit" in c for c in _calls(fake)) == n_gpus
 
 
+@pytest.mark.slow
 def test_a_daemon_whose_first_cuda_client_fails_is_stopped_and_the_runs_fall_back(fake, tmp_path, monkeypatch):
     monkeypatch.setattr(mps, "PROBE", "import sys; sys.exit('MPS server failed to start')")
     state = mps.start(tmp_path / "state")

@@ -127,13 +127,13 @@ def test_gpus_launcher_runs_parallel_jobs_into_their_own_run_folders(tmp_path):
 
 def test_gpus_launcher_n_jobs_is_gpus_times_jobs_per_gpu_and_one_without_a_gpu():
     from kd_lightning.config import register
-    from kd_lightning.gpu import lease as gpus
+    from kd_lightning.gpu import hardware, lease
 
     register()
-    gpus.register()
+    lease.register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=gpus", "gpu_pool.jobs_per_gpu=4"], return_hydra_config=True)
-    expected = 1 if gpus.visible_gpu_count() == 0 else 4 * gpus.visible_gpu_count()
+    expected = 1 if hardware.gpu_count() == 0 else 4 * hardware.gpu_count()
     assert cfg.hydra.launcher.n_jobs == expected
 
 

@@ -506,6 +506,7 @@ def skip_where_it_does_not_hold(case: Case) -> None:
             pytest.skip("this machine has a CUDA GPU")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CHECKED, ids=lambda c: c.id)
 def test_bad_input_exits_nonzero_with_a_message_naming_the_value(case, outcomes):
     skip_where_it_does_not_hold(case)
@@ -521,6 +522,7 @@ def test_bad_input_exits_nonzero_with_a_message_naming_the_value(case, outcomes)
         assert part.format(ws=ws) in got["stderr"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CHECKED, ids=lambda c: c.id)
 def test_bad_input_leaves_no_run_folder_or_metrics(case, outcomes):
     skip_where_it_does_not_hold(case)
@@ -533,6 +535,7 @@ def test_bad_input_leaves_no_run_folder_or_metrics(case, outcomes):
         assert not [p for p in left if p.startswith("runs/")], left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c for c in CASES if c.quick], ids=lambda c: c.id)
 def test_too_large_a_network_is_refused_at_once_without_allocating_it(case, outcomes):
     got = outcomes[1][case.id]
@@ -544,6 +547,7 @@ def test_too_large_a_network_is_refused_at_once_without_allocating_it(case, outc
     assert got["grew_mib"] < 100, got
 
 
+@pytest.mark.slow
 def test_hydra_full_error_keeps_the_traceback_of_a_user_error(outcomes):
     got = outcomes[1]["full-error-keeps-traceback"]
     assert got["rc"] != 0

@@ -224,6 +224,7 @@ def test_report_of_the_h100_bundle_matches_the_stored_golden_byte_for_byte(tmp_p
     assert text.encode() == (H100_GOLDEN / "results.md").read_bytes()
 
 
+@pytest.mark.slow
 def test_statistics_and_tables_import_without_matplotlib():
     code = (
         "import sys, kd_lightning.report, kd_lightning.report.stats, kd_lightning.report.tables, "
@@ -235,6 +236,7 @@ def test_statistics_and_tables_import_without_matplotlib():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_malformed_run_records_are_skipped_with_one_warning_line_each(built, runs_dir, tmp_path):
     """A record lacking fields and a truncated one: the report of the other runs, a line on stderr for each."""
     (runs_dir / "kd-fields-missing").mkdir()
@@ -366,14 +368,14 @@ def test_calibration_table_only_with_ece_and_with_the_right_values(methods_repor
 
 
 def test_kinds_of_distillation_from_the_record_old_records_are_plain_kd(method_runs):
-    from kd_lightning.report.stats import kd_kind, layout
+    from kd_lightning.report.stats import kd_kind, record_reading
     from kd_lightning.run.record import iter_runs
 
     kinds = {r.record.run_name: kd_kind(r.record) for r in iter_runs(method_runs) if r.record.mode == "kd"}
     assert kinds["kd-r3-w8-tkd6-a0.5-T4-s0"] == "assistant" and kinds["kd-r3-w8-t10-rev-a0.5-T4-s1"] == "reverse"
     assert kinds["kd-r3-w8-t10-dkd-a1-b4-T4-s0"] == "dkd" and kinds["kd-r3-w8-t10-a0.5-T4-s0"] == "kd"
     old = next(r.record for r in iter_runs(H100_RUNS) if r.record.mode == "kd")
-    assert (kd_kind(old), layout(old)) == ("kd", "")
+    assert (kd_kind(old), record_reading(old)) == ("kd", "")
     baseline_teacher = dataclasses.replace(old, teacher_ckpt="runs/baseline-r6-w64-s0/checkpoints/best.ckpt")
     teacher_run = dataclasses.replace(old, teacher_ckpt="runs/teacher-r10-w64-s0/checkpoints/best.ckpt")
     assert (kd_kind(baseline_teacher), kd_kind(teacher_run)) == ("assistant", "kd")

@@ -99,6 +99,7 @@ def test_compile_default_trains_a_tiny_run_end_to_end_with_its_cache_under_paths
 # ----------------------------------------------------------------------------- checkpoint cadence
 
 
+@pytest.mark.slow
 def test_last_checkpoint_every_two_epochs_still_writes_the_final_epoch(tmp_path, monkeypatch):
     seen = saves(monkeypatch)
     record = train(tmp_path, *TINY, "trainer.max_epochs=3", "trainer.checkpoint_every=2")
@@ -134,6 +135,7 @@ def test_sigterm_saves_last_checkpoint_between_cadence_epochs_and_the_run_finish
 # ----------------------------------------------------------------------------- asynchronous checkpoints
 
 
+@pytest.mark.slow
 def test_async_checkpoints_are_written_off_the_training_thread_and_the_run_resumes_from_them(tmp_path, monkeypatch):
     seen = saves(monkeypatch)
     record = train(tmp_path, *TINY, "trainer.max_epochs=2", "trainer.async_checkpoint=true")
@@ -164,6 +166,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_a_kill_in_the_middle_of_an_async_write_leaves_the_previous_checkpoint_whole(tmp_path):
     path, marker = tmp_path / "last.ckpt", tmp_path / "writing"
     writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), str(marker)], cwd=ROOT)
@@ -176,6 +179,7 @@ def test_a_kill_in_the_middle_of_an_async_write_leaves_the_previous_checkpoint_w
     assert torch.load(path, weights_only=False)["epoch"] == 0
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_an_async_checkpoint_stops_the_run_and_the_rerun_resumes(tmp_path, monkeypatch):
     names, real = [], torch.save
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import os
 import platform
@@ -27,6 +26,7 @@ from kd_lightning.bench.pipeline import bench_pipeline
 from kd_lightning.bench.table import table
 from kd_lightning.bench.trainer import bench_trainer
 from kd_lightning.gpu.hardware import choose_precision, device_label, prepare_backends, uses_cuda
+from kd_lightning.run.files import write_json
 
 DEFAULT = ("many", "pipeline", "trainer", "kd", "epoch", "checkpoint")  # compile only when asked: it takes minutes
 
@@ -121,6 +121,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(header(results, sizes))
     print(table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"wrote {args.out}")
     return results

@@ -8,7 +8,6 @@ with the loss logged to it every step, and the Trainer's default cudnn.benchmark
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch.nn import functional as F
 
 from kd_lightning.bench.harness import TARGETS, Pair, Sizes, accelerator, sync, torchvision_loader
 from kd_lightning.build import build_trainer
-from kd_lightning.config import Config, OptimConfig
+from kd_lightning.config import Config, OptimConfig, filled
 from kd_lightning.data import CIFAR10DataModule
 from kd_lightning.models import resnet
 from kd_lightning.modules import BaselineModule, build_optimizer
@@ -49,7 +48,7 @@ class _NaiveModule(L.LightningModule):
 
     def configure_optimizers(self):
         total = int(self.trainer.estimated_stepping_batches)
-        opt, sched = build_optimizer(self.model.parameters(), dataclasses.asdict(OptimConfig()), total)
+        opt, sched = build_optimizer(self.model.parameters(), filled(OptimConfig), total)
         config = {"optimizer": opt}
         if sched is not None:  # none for runs of two steps or fewer (build_optimizer)
             config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}

@@ -13,13 +13,15 @@ import torch
 from kd_lightning.bench.harness import TARGETS, Pair, Sizes, autocast, time_ms
 from kd_lightning.data import augment, normalize
 from kd_lightning.modules import BaselineModule, DistillModule
+from kd_lightning.run.files import atomic_path
 
 
 def _teacher_file(folder: Path, width: int) -> Path:
     """A ResNet-10 teacher checkpoint with random weights, in the form DistillModule loads."""
     teacher = BaselineModule(10, width=width, role="teacher")
     path = folder / "teacher.ckpt"
-    torch.save({"hyper_parameters": dict(teacher.hparams), "state_dict": teacher.state_dict()}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"hyper_parameters": dict(teacher.hparams), "state_dict": teacher.state_dict()}, tmp)
     return path
 
 

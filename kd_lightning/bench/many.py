@@ -21,6 +21,7 @@ import torch
 
 from kd_lightning.bench.harness import Pair, Sizes
 from kd_lightning.gpu import mps
+from kd_lightning.run.files import atomic_path
 
 
 def _worker(argv: list[str]) -> None:
@@ -77,7 +78,8 @@ def bench_many(train: Pair, sizes: Sizes, device: torch.device, tmp: Path) -> di
     """N runs one after another vs side by side vs side by side under MPS (CUDA only)."""
     n, cores = sizes.many, os.cpu_count() or 1
     data = tmp / "many-data.pt"
-    torch.save((train[0][: sizes.n_train].clone(), train[1][: sizes.n_train].clone()), data)
+    with atomic_path(data) as tmp_data:
+        torch.save((train[0][: sizes.n_train].clone(), train[1][: sizes.n_train].clone()), tmp_data)
 
     def command(threads: int) -> list[str]:
         args = [data, device.type, sizes.width, sizes.batch, sizes.many_steps, threads]

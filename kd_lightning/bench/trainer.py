@@ -6,14 +6,13 @@ batches, augmentation and precision, so the ratio is what the Trainer itself cos
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import torch
 from torch.nn import functional as F
 
 from kd_lightning.bench.harness import TARGETS, Pair, Sizes, StepTimer, autocast, per_step, step_trainer, sync
-from kd_lightning.config import OptimConfig
+from kd_lightning.config import OptimConfig, filled
 from kd_lightning.data import BatchLoader, CIFAR10DataModule, augment, normalize
 from kd_lightning.models import resnet
 from kd_lightning.modules import BaselineModule, build_optimizer
@@ -24,7 +23,7 @@ def plain_loop(depth: int, train: Pair, sizes: Sizes, device: torch.device) -> f
     torch.manual_seed(0)
     model = resnet(depth, 10, sizes.width).to(device, memory_format=torch.channels_last)
     total = sizes.warmup + sizes.steps
-    opt, sched = build_optimizer(model.parameters(), dataclasses.asdict(OptimConfig()), total)
+    opt, sched = build_optimizer(model.parameters(), filled(OptimConfig), total)
     loader = BatchLoader(train[0].to(device), train[1].to(device), batch_size=sizes.batch, shuffle=True, drop_last=True)
     batches = iter(loader)
     stamps = []

@@ -20,9 +20,14 @@ import torch
 import torchvision
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this process may use (0 on a machine without one): the one place that asks torch."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def uses_cuda(accelerator: str) -> bool:
     """Whether a run with this trainer.accelerator will train on a CUDA GPU."""
-    return str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return str(accelerator) in ("auto", "gpu", "cuda") and gpu_count() > 0
 
 
 def choose_precision(accelerator: str, precision: str | None = None) -> str:

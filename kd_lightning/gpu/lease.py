@@ -29,23 +29,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.gpu import mps
+from kd_lightning.gpu import hardware, mps
 
 log = logging.getLogger(__name__)
-
-
-def visible_gpu_count() -> int:
-    """GPUs this process may use (0 on a CPU-only machine)."""
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def parallel_jobs(jobs_per_device: int) -> int:
     """How many sweep jobs run at once: GPUs x jobs per GPU, or one at a time without a GPU."""
     if isinstance(jobs_per_device, bool) or not isinstance(jobs_per_device, int) or jobs_per_device < 1:
         raise ValueError(f"gpu_pool.jobs_per_gpu={jobs_per_device!r} is not allowed; it must be an integer >= 1")
-    n = visible_gpu_count()
+    n = hardware.gpu_count()
     return n * jobs_per_device if n > 0 else 1
 
 
@@ -119,7 +112,7 @@ def run_lease(cfg: DictConfig) -> Iterator[int | None]:
     runs given explicit device ids go ahead unchanged.
     """
     wants_cuda = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda")
-    n = visible_gpu_count() if wants_cuda else 0
+    n = hardware.gpu_count() if wants_cuda else 0
     one_device = str(cfg.trainer.devices) == "1"
     pool = cfg.gpu_pool
     wanted = pool.lease if pool.lease is not None else n > 1
@@ -149,7 +142,7 @@ class MpsAroundSweep(Callback):
         self.state_dir, self.state = Path(state_dir), None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if visible_gpu_count() > 0:
+        if hardware.gpu_count() > 0:
             self.state = mps.start(self.state_dir)
             log.info("%s", self.state.note)
             atexit.register(self._stop)  # a sweep that raises never reaches on_multirun_end

@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-log = logging.getLogger("kd_lightning")
+from kd_lightning.run.files import write_json, write_text
+
+log = logging.getLogger(__name__)
 
 BINARY = "nvidia-cuda-mps-control"
 PIPE, LOG = "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"
@@ -164,9 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     if args.action == "start":
         state = start(args.state_dir)
-        (args.state_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2) + "\n")
-        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in state.env.items())
-        (args.state_dir / ENV_FILE).write_text(exports)
+        write_json(args.state_dir / STATE_FILE, asdict(state))
+        write_text(args.state_dir / ENV_FILE, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in state.env.items()))
         print(state.note)
         return
     path = args.state_dir / STATE_FILE

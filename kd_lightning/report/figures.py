@@ -30,7 +30,7 @@ from kd_lightning.report.curves import (  # noqa: E402
 )
 from kd_lightning.report.stats import Row, kd_settings, pct  # noqa: E402
 from kd_lightning.run.files import atomic_path
-from kd_lightning.run.record import Run  # noqa: E402
+from kd_lightning.run.record import Run, RunFolder  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def plot_runs(runs: list[Run], curves_dir: Path) -> dict[str, Curves]:
     all_curves, written = {}, set()
     for run in runs:
         name = run.record.run_name
-        curves = loss_curves(run.dir / "tb")
+        curves = loss_curves(RunFolder(run.dir).tb)
         if not curves:
-            log.warning("no loss curves in %s", run.dir / "tb")
+            log.warning("no loss curves in %s", RunFolder(run.dir).tb)
             continue
         all_curves[name] = curves
         fig = _run_figure(run, curves)

@@ -13,9 +13,9 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
-from kd_lightning.run.record import Run, RunRecord, layout_tag
+from kd_lightning.plans import reading_tag
+from kd_lightning.run.record import Run, RunRecord, checkpoint_run_name
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,12 @@ def warn_repeated_seeds(cell: str, runs: list[Run]) -> None:
 # ----------------------------------------------------------------------------- what a record is
 
 
-def layout(record: RunRecord) -> str:
+def record_reading(record: RunRecord) -> str:
     """'' (the default blocks reading), 'stages' or 'p1_1_1_1' (a plan): the net tag config.net_tag gives the name.
 
     Old records lack `reading`: they were all trained with the blocks reading.
     """
-    return layout_tag(record.reading, record.plan if record.reading == "plan" else None)
+    return reading_tag(record.reading, record.plan if record.reading == "plan" else None)
 
 
 def teacher_run_name(record: RunRecord) -> str | None:
@@ -103,8 +103,7 @@ def teacher_run_name(record: RunRecord) -> str | None:
     """
     if record.lineage and record.lineage[-1].get("run_name"):
         return str(record.lineage[-1]["run_name"])
-    ckpt = PurePath(record.teacher_ckpt) if record.teacher_ckpt else None
-    return ckpt.parent.parent.name if ckpt is not None and ckpt.parent.name == "checkpoints" else None
+    return checkpoint_run_name(record.teacher_ckpt) if record.teacher_ckpt else None
 
 
 def via_assistant(record: RunRecord) -> bool:
@@ -166,7 +165,7 @@ class Row:
     depth: int
     width: int
     base: Stat
-    layout: str = ""  # '' | 'stages' | 'p1_1_1_1'
+    reading: str = ""  # the reading tag: '' | 'stages' | 'p1_1_1_1'
     variant: str = ""  # the run name's tags of non-default settings, e.g. 'e60'
     kd: Stat = field(default_factory=Stat)
     paired: Stat = field(default_factory=Stat)
@@ -195,15 +194,15 @@ class Row:
         return STUDY.get(self.depth, (None, None)) if self.depth != STUDY_TEACHER_DEPTH else (None, None)
 
 
-RowKey = tuple[str, int, int, str, str]  # mode, depth, width, layout, variant
+RowKey = tuple[str, int, int, str, str]  # mode, depth, width, reading tag, variant
 
 
 def row_key(record: RunRecord) -> RowKey:
-    return (record.mode, record.depth, record.width, layout(record), record.variant or "")
+    return (record.mode, record.depth, record.width, record_reading(record), record.variant or "")
 
 
 def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -> list[Row]:
-    """Teacher rows first, then one row per student network (depth, width, layout, variant).
+    """Teacher rows first, then one row per student network (depth, width, reading, variant).
 
     The KD column uses plain KD runs only (kd_kind 'kd') at (alpha, temperature), or with select="val"
     the setting of best validation accuracy; a network with a single KD setting uses that one.
@@ -218,8 +217,8 @@ def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -
     }
 
     def new_row(role: str, net: tuple[int, int, str, str], base: list[Run]) -> Row:
-        d, w, lay, var = net
-        model = f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "") + (f" {lay}" if lay else "")
+        d, w, tag, var = net
+        model = f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "") + (f" {tag}" if tag else "")
         model += (f" [{var}]" if var and len(variants[role]) > 1 else "") + (" (teacher)" if role == "teacher" else "")
         return Row(
             model=model,
@@ -227,7 +226,7 @@ def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -
             depth=d,
             width=w,
             base=pct(base, "test_acc"),
-            layout=lay,
+            reading=tag,
             variant=var,
             base_runs=base,
         )

@@ -134,7 +134,7 @@ def sweep_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 def rows_note(rows: list[Row]) -> list[str]:
     """A preamble line, when some row is another reading, plan or variant: why one depth can have several rows."""
-    if not any(row.layout or row.variant for row in rows):
+    if not any(row.reading or row.variant for row in rows):
         return []
     return [
         "- Rows: one per network; another reading ('stages'), a plan ('p1_1_1_1') or variant tags ('[e60]': "

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from kd_lightning.run.files import RunFolderError, atomic_path
 from kd_lightning.run.record import CHECKPOINT_KEY, fingerprint
 
-log = logging.getLogger("kd_lightning")
+log = logging.getLogger(__name__)
 
 
 def checkpoint_settings(path: Path) -> dict[str, Any] | None:

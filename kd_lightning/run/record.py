@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
 from kd_lightning.run.files import RunFolderError, write_json
@@ -25,6 +25,41 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 CHECKPOINT_KEY = "kd_lightning_settings"  # what a checkpoint keeps of its run: settings, run name, lineage
+
+
+class RunFolder(NamedTuple):
+    """The files of one run folder, named in one place: `RunFolder(path).best` is its best checkpoint."""
+
+    path: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        """The best-validation checkpoint: test accuracy is measured on it, and it teaches."""
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last(self) -> Path:
+        """The latest checkpoint: where an unfinished run resumes."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def tb(self) -> Path:
+        """TensorBoard events."""
+        return self.path / "tb"
+
+
+def checkpoint_run_name(path: str | PurePath) -> str | None:
+    """The run whose checkpoint `path` is (RUNS/<run>/checkpoints/best.ckpt -> '<run>'); None for any other file."""
+    path = PurePath(path)
+    return path.parent.parent.name if path.parent.name == RunFolder(Path()).checkpoints.name else None
 
 
 class RunRecordError(ValueError):
@@ -141,14 +176,6 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
             return value
     names = " or ".join("null" if t is type(None) else (typing.get_origin(t) or t).__name__ for t in allowed)
     raise RunRecordError(f"field {name!r} is {value!r}; it must be {names}")
-
-
-def layout_tag(reading: str | None, plan: list[list[int]] | None) -> str:
-    """'' (the default blocks reading), 'stages', or 'p1_1_1_1' for an explicit plan: what run names, report
-    rows and figure labels add after the depth and width."""
-    if reading == "plan" or (reading is None and plan is not None):
-        return "p" + "_".join("".join(map(str, stage)) for stage in plan or [])
-    return "" if reading in (None, "blocks") else reading
 
 
 class Run(NamedTuple):

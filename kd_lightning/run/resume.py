@@ -18,15 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.run.callbacks import checkpoint_settings
 from kd_lightning.run.files import RunFolderError, atomic_path, file_sha256, is_locked
-from kd_lightning.run.record import METRICS_FILE, RunRecord, RunRecordError, check_same_settings, load_record
+from kd_lightning.run.record import RunFolder, RunRecord, RunRecordError, check_same_settings, load_record
 
-log = logging.getLogger("kd_lightning")
-CHECKPOINTS = "checkpoints"
+log = logging.getLogger(__name__)
 
 
 def finished_record(run_dir: Path, settings: dict[str, Any]) -> RunRecord | None:
     """The record of a finished run of these settings; None when there is none or it cannot be read."""
-    if not (run_dir / METRICS_FILE).exists():
+    if not RunFolder(run_dir).metrics.exists():
         return None
     try:
         record = load_record(run_dir)
@@ -44,8 +43,9 @@ def resume_checkpoint(run_dir: Path, settings: dict[str, Any]) -> Path | None:
     unreadable, the old checkpoints and curves are removed so the fresh start does not mix with them.
     """
     unreadable = []
-    for name in ("last.ckpt", "best.ckpt"):
-        path = run_dir / CHECKPOINTS / name
+    folder = RunFolder(run_dir)
+    for path in (folder.last, folder.best):
+        name = path.name
         if not path.exists():
             continue
         try:
@@ -57,16 +57,17 @@ def resume_checkpoint(run_dir: Path, settings: dict[str, Any]) -> Path | None:
         check_same_settings(f"the checkpoint {name}", stored, settings, run_dir)
         return path
     if unreadable:
-        log.warning("no readable checkpoint in %s; the run starts afresh", run_dir / CHECKPOINTS)
+        log.warning("no readable checkpoint in %s; the run starts afresh", folder.checkpoints)
         clear_run(run_dir)
     return None
 
 
 def clear_run(run_dir: Path) -> None:
     """Remove what a training wrote (checkpoints, curves, record); the folder, its log and lock stay."""
-    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    folder = RunFolder(run_dir)
+    shutil.rmtree(folder.checkpoints, ignore_errors=True)
+    shutil.rmtree(folder.tb, ignore_errors=True)
+    folder.metrics.unlink(missing_ok=True)
 
 
 def export_teacher(best: Path, dest: Path) -> str:
@@ -88,11 +89,11 @@ def restore_teacher_export(run_dir: Path, dest: Path, sha256: str | None) -> Non
                 dest,
             )
         return
-    best = run_dir / CHECKPOINTS / "best.ckpt"
+    best = RunFolder(run_dir).best
     if not best.exists():
         raise RunFolderError(
             f"the teacher run in {run_dir} is finished, but its export teacher.ckpt={dest} and its "
-            f"{CHECKPOINTS}/best.ckpt are both gone; retrain it with overwrite=true"
+            f"{best} are both gone; retrain it with overwrite=true"
         )
     export_teacher(best, dest)
     log.info("restored teacher.ckpt=%s from %s", dest, best)
@@ -114,6 +115,7 @@ def save_run_config(run_dir: Path, cfg: DictConfig) -> None:
 def discard_unstarted(run_dir: Path) -> None:
     """Remove the folder of a run that failed before training (no half-written results), unless another
     process is training in it."""
-    started = any((run_dir / p).exists() for p in (CHECKPOINTS, "tb", METRICS_FILE))
+    folder = RunFolder(run_dir)
+    started = any(p.exists() for p in (folder.checkpoints, folder.tb, folder.metrics))
     if run_dir.is_dir() and not started and not is_locked(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
