@@ -37,7 +37,7 @@ from kd_lightning.gpu.hardware import (
 from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError
 from kd_lightning.plans import blocks_plan, net_plan, plan_depth
 from kd_lightning.run import command
-from kd_lightning.run.callbacks import RunClock, RunSettings
+from kd_lightning.run.callbacks import EpochTimes, RunClock, RunSettings
 from kd_lightning.run.files import RunFolderError, run_lock
 from kd_lightning.run.record import RunRecord, RunRecordError, fingerprint
 from kd_lightning.run.resume import (
@@ -71,6 +71,7 @@ def run_record(
     hp, kd = module.hparams, cfg.mode == Mode.kd
     teacher = module.teacher_info if kd else None
     clock = next(c for c in trainer.callbacks if isinstance(c, RunClock))
+    split = next((c.split() for c in trainer.callbacks if isinstance(c, EpochTimes)), None)
     sizes, test, method = dm.sizes(), results["test"], cfg.kd.method
     dkd = kd and method == Method.dkd
     net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
@@ -121,6 +122,7 @@ def run_record(
         variant=variant(cfg),
         settings=results["settings"],
         fingerprint=fingerprint(results["settings"]),
+        time_split=split,
     )
 
 

@@ -4,7 +4,9 @@ a bad job. Runs are tiny (synthetic data, width 8, a few steps); reruns of a run
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 from conftest import BASELINE, TINY, make_cfg, run_cli, run_dir, train
 
 from kd_lightning.run.files import RunFolderError, run_lock
-from kd_lightning.run.record import load_record
+from kd_lightning.run.record import RunRecord, RunRecordError, TimeSplit, load_record
 
 # ----------------------------------------------------------------------------- settings
 
@@ -36,6 +38,24 @@ def test_the_record_keeps_every_setting_and_its_fingerprint(finished):
     assert record.fingerprint and record.variant == "b32-e2"
     ckpt = torch.load(run_dir(finished, *BASELINE) / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["kd_lightning_settings"]["fingerprint"] == record.fingerprint
+
+
+@pytest.mark.slow
+def test_the_record_keeps_where_the_training_process_spent_its_time(finished):
+    split = load_record(run_dir(finished, *BASELINE)).time_split
+    assert split.epochs == 2 and split.steps_s > 0 and split.setup_s > 0 and split.first_step_at > 0
+
+
+def test_the_time_split_is_typed_in_the_record_and_a_malformed_one_is_refused(tmp_path):
+    split = TimeSplit(setup_s=1.5, steps_s=9.0, validation_s=1.0, between_epochs_s=0.5, epochs=3, first_step_at=1e9)
+    data = {f.name: 0 for f in dataclasses.fields(RunRecord) if f.default is dataclasses.MISSING}
+    data |= {"mode": "baseline", "run_name": "r", "time_split": dataclasses.asdict(split)}
+    assert RunRecord.from_dict(data).time_split == split
+    assert RunRecord.from_dict(json.loads(json.dumps(RunRecord.from_dict(data).to_dict()))) == RunRecord.from_dict(data)
+    with pytest.raises(RunRecordError, match="field 'time_split' lacks the field 'steps_s'"):
+        RunRecord.from_dict(data | {"time_split": {"setup_s": 1.0}})
+    with pytest.raises(RunRecordError, match="field 'time_split' is 'fast'; it must be TimeSplit or null"):
+        RunRecord.from_dict(data | {"time_split": "fast"})
 
 
 # ----------------------------------------------------------------------------- broken files

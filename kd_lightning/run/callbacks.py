@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from kd_lightning.run.files import RunFolderError, atomic_path
-from kd_lightning.run.record import CHECKPOINT_KEY, fingerprint
+from kd_lightning.run.record import CHECKPOINT_KEY, TimeSplit, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,10 @@ class RunClock(Callback):
 
 
 class EpochTimes(Callback):
-    """Where a run's time goes, as one log line when fit ends: set-up before the first step (sanity check
-    included), the training steps, validation, and what lies between epochs (checkpoints, logging, the
-    next loader). On a GPU the clock is read after a device sync: three per epoch, none per step."""
+    """Where a run's time goes: set-up before the first step (sanity check included), the training steps,
+    validation, and what lies between epochs (checkpoints, logging, the next loader). The run record keeps
+    it (`split`, RunRecord.time_split) and fit's end logs it. On a GPU the clock is read after a device
+    sync: three per epoch, none per step."""
 
     PHASES = ("set-up", "steps", "validation", "between epochs")
 
@@ -117,6 +118,17 @@ class EpochTimes(Callback):
         self._switch(trainer, "set-up")
         parts = ", ".join(f"{name} {self.seconds[name]:.1f} s" for name in self.PHASES)
         log.info("time split: %s (%d epochs; first step at %.2f)", parts, self._epochs, self._first_step or 0)
+
+    def split(self) -> TimeSplit:
+        s = {name: round(v, 2) for name, v in self.seconds.items()}
+        return TimeSplit(
+            setup_s=s["set-up"],
+            steps_s=s["steps"],
+            validation_s=s["validation"],
+            between_epochs_s=s["between epochs"],
+            epochs=self._epochs,
+            first_step_at=round(self._first_step or 0.0, 2),
+        )
 
 
 class RunCheckpoint(ModelCheckpoint):

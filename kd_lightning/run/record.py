@@ -67,6 +67,18 @@ class RunRecordError(ValueError):
 
 
 @dataclass(frozen=True)
+class TimeSplit:
+    """Where the last training process of a run spent its time in fit (callbacks.EpochTimes), in seconds."""
+
+    setup_s: float  # before the first step, sanity check included
+    steps_s: float
+    validation_s: float
+    between_epochs_s: float  # checkpoints, logging, the next loader
+    epochs: int  # epochs this process trained (a resumed run's last attempt)
+    first_step_at: float  # Unix time of the first step: set against the process's start, the launch cost
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One finished run: its settings, its split, its results, and where it ran (all of metrics.json)."""
 
@@ -116,21 +128,12 @@ class RunRecord:
     variant: str | None = None  # the run name's tags for settings that differ from the defaults ('' for none)
     settings: dict[str, Any] | None = None  # everything that changes the result (see run_settings in train.py)
     fingerprint: str | None = None  # fingerprint(settings): a rerun is skipped or resumed only when it matches
+    time_split: TimeSplit | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> RunRecord:
         """Check every field's presence and type; keys this version does not know are ignored."""
-        if not isinstance(data, dict):
-            raise RunRecordError(f"holds a {type(data).__name__}, not a JSON object")
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                if f.default is dataclasses.MISSING:
-                    raise RunRecordError(f"lacks the field {f.name!r}")
-                continue
-            values[f.name] = _checked(f.name, data[f.name], hints[f.name])
-        return cls(**values)
+        return _from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,13 +162,34 @@ class RunRecord:
         return f"{what} ResNet-{self.depth}{kd} s{self.seed}: test {100 * self.test_acc:.1f}%"
 
 
+def _from_dict(cls: type, data: Any) -> Any:
+    """An instance of the dataclass `cls` from a JSON object, each field checked against its annotation."""
+    if not isinstance(data, dict):
+        raise RunRecordError(f"holds a {type(data).__name__}, not a JSON object")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING:
+                raise RunRecordError(f"lacks the field {f.name!r}")
+            continue
+        values[f.name] = _checked(f.name, data[f.name], hints[f.name])
+    return cls(**values)
+
+
 def _checked(name: str, value: Any, hint: Any) -> Any:
-    """`value` if it fits the annotation `hint` (int, float, str, dict, or an optional of one), else an error."""
+    """`value` if it fits the annotation `hint` (int, float, str, dict, list, a dataclass, or an optional of
+    one), else an error."""
     allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     for t in allowed:
         base = typing.get_origin(t) or t
         if value is None and t is type(None):
             return value
+        if dataclasses.is_dataclass(base) and isinstance(value, dict):
+            try:
+                return _from_dict(base, value)
+            except RunRecordError as err:
+                raise RunRecordError(f"field {name!r} {err}") from None
         if isinstance(value, bool) and base is not bool:
             continue
         if base is float and isinstance(value, (int, float)):
