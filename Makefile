@@ -87,21 +87,28 @@ OVERRIDES = experiment=$(EXPERIMENT) paths.root=$(ROOT) \
 	$(if $(DATA),data=$(DATA)) $(if $(DATA_SOURCE),data.source=$(DATA_SOURCE)) \
 	$(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
 STUDENT_EPOCHS = $(if $(EPOCHS),trainer.max_epochs=$(EPOCHS))
+# the study's runs, stage by stage, as one Hydra multirun each with LAUNCHER (kd_lightning/study/plan.py)
+STUDY = $(PYTHON) -m kd_lightning.study run --seeds $(SEEDS) --depths $(DEPTHS) \
+	$(if $(ASSISTANT),--assistant $(ASSISTANT)) $(if $(CHAIN_DEPTHS),--chain-depths $(CHAIN_DEPTHS)) \
+	$(if $(TEACHER_EPOCHS),--teacher trainer.max_epochs=$(TEACHER_EPOCHS)) \
+	$(if $(EPOCHS),--student trainer.max_epochs=$(EPOCHS)) $(OVERRIDES) $(EXTRA)
 
 .PHONY: teacher baselines kd reproduce reproduce-mini sweep-kd search-kd methods report report-bundle tensorboard clean
-# each stage needs the one before it: never run them side by side (the launcher parallelises runs)
+# each target runs its stages in order: never run them side by side (the launcher parallelises runs)
 .NOTPARALLEL:
 
 teacher: setup ## train the teacher(s) of SEEDS
-	$(TRAIN) mode=teacher seed=$(SEEDS) $(OVERRIDES) $(if $(TEACHER_EPOCHS),trainer.max_epochs=$(TEACHER_EPOCHS)) $(EXTRA)
+	$(STUDY) --stages teacher
 
 baselines: setup ## train the students of DEPTHS on hard labels
-	$(TRAIN) mode=baseline student.depth=$(DEPTHS) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+	$(STUDY) --stages baseline
 
-kd: teacher ## distil the students of DEPTHS from their seed's teacher
-	$(TRAIN) mode=kd student.depth=$(DEPTHS) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+kd: setup ## the teacher(s), then the students of DEPTHS distilled from their seed's teacher
+	$(STUDY) --stages teacher,kd
 
-reproduce: teacher baselines kd report ## the study: teacher, baselines, KD students, report
+reproduce: setup ## the study: teacher, baselines, KD students, report
+	$(STUDY) --stages teacher,baseline,kd
+	$(PYTHON) -m kd_lightning.report $(ROOT)/runs
 
 # width 16, full offline data, CPU: epochs chosen to finish in under 25 minutes on 2 idle cores
 reproduce-mini: EXPERIMENT = mini
@@ -112,8 +119,8 @@ reproduce-mini: data reproduce ## the study at width 16 on a CPU, from the offli
 
 # kd.alpha x kd.temperature grid for every depth and seed (conf/hparams_search/kd_grid.yaml)
 sweep-kd: teacher ## kd.alpha x kd.temperature grid for every depth
-	$(TRAIN) hparams_search=kd_grid student.depth=$(DEPTHS) kd.alpha=$(ALPHAS) kd.temperature=$(TEMPERATURES) \
-		seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+	$(TRAIN) hparams_search=kd_grid student.depth=$(DEPTHS) \
+		kd.alpha=$(ALPHAS) kd.temperature=$(TEMPERATURES) seed=$(SEEDS) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
 
 # Optuna search of alpha and T per depth on validation accuracy, first seed only (pip install -e '.[search]')
 search-kd: teacher ## Optuna search of alpha and T per depth (pip install -e '.[search]')
@@ -122,22 +129,13 @@ search-kd: teacher ## Optuna search of alpha and T per depth (pip install -e '.[
 			seed=$(firstword $(subst $(comma), ,$(SEEDS))) $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA) || exit $$?; \
 	done
 
-# baseline, KD, reverse KD, DKD and KD through an assistant (ResNet-$(ASSISTANT), itself distilled from the
-# teacher) for every depth and seed; the report then adds its methods table
-ASSISTANT ?= 6
-CHAIN_DEPTHS ?= 3,4,5
-STUDENTS = $(OVERRIDES) $(STUDENT_EPOCHS) $(EXTRA)
+# baseline, KD, reverse KD, DKD and KD through an assistant (ResNet-ASSISTANT, itself distilled from the
+# teacher) for every depth and seed; the report then adds its methods table. Empty: ASSISTANT 6, CHAIN_DEPTHS 3,4,5
+ASSISTANT ?=
+CHAIN_DEPTHS ?=
 
-methods: teacher baselines kd ## the methods comparison: baseline, KD, reverse KD, DKD, an assistant chain
-	$(TRAIN) mode=kd kd.divergence=reverse student.depth=$(DEPTHS) seed=$(SEEDS) $(STUDENTS)
-	$(TRAIN) mode=kd kd.method=dkd student.depth=$(DEPTHS) seed=$(SEEDS) $(STUDENTS)
-	$(TRAIN) mode=kd student.depth=$(ASSISTANT) seed=$(SEEDS) $(STUDENTS)
-	for s in $(subst $(comma), ,$(SEEDS)); do \
-		a=$$($(PYTHON) -m kd_lightning.train mode=kd student.depth=$(ASSISTANT) seed=$$s $(STUDENTS) \
-			--cfg job --resolve -p run_name | tail -n 1) || exit $$?; \
-		$(TRAIN) mode=kd student.depth=$(CHAIN_DEPTHS) seed=$$s teacher.depth=$(ASSISTANT) \
-			teacher.ckpt=$(ROOT)/runs/$$a/checkpoints/best.ckpt $(STUDENTS) || exit $$?; \
-	done
+methods: setup ## the methods comparison: baseline, KD, reverse KD, DKD, an assistant chain
+	$(STUDY) --methods
 	$(PYTHON) -m kd_lightning.report $(ROOT)/runs
 
 # results.md, results.csv and figures in $(ROOT)/report/ from every run under $(ROOT)/runs/

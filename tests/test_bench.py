@@ -30,18 +30,20 @@ def test_bench_writes_all_four_comparisons_with_positive_numbers(tmp_path, capsy
         r["kd"]["baseline_ms"],
         r["kd"]["kd_ms"],
         r["kd"]["teacher_forward_ms"],
-        r["kd"]["bound_ms"],
         r["epoch"]["ours_s"],
         r["epoch"]["naive_s"],
         r["epoch"]["speedup"],
     ]
     assert all(isinstance(v, float) and v > 0 for v in numbers)
     assert r["pipeline"]["ratio"] == pytest.approx(r["pipeline"]["ours_img_s"] / r["pipeline"]["torchvision_img_s"])
-    assert r["kd"]["bound_ms"] == pytest.approx(r["kd"]["baseline_ms"] + 1.1 * r["kd"]["teacher_forward_ms"])
-    assert all(isinstance(x["met"], bool) for x in (r["pipeline"], r["kd"], *r["trainer"].values()))
-    assert r["epoch"]["target"] is None  # the 5x end-to-end target is a GPU target
+    kd = r["kd"]
+    assert kd["teacher_forwards"] == pytest.approx((kd["kd_ms"] - kd["baseline_ms"]) / kd["teacher_forward_ms"])
     printed = capsys.readouterr().out
     assert "1 data pipeline" in printed and "4 one epoch" in printed and str(out) in printed
+    lines = {line.split("  ")[0]: line for line in printed.splitlines()}
+    pipeline = lines["1 data pipeline, img/s (vs torchvision)"]  # judged against speed_targets.yaml
+    assert pipeline.endswith(" yes") or pipeline.endswith(" NO")
+    assert lines["4 one epoch ResNet-4, s (vs naive Lightning)"].split()[-2:] == ["-", "-"]  # a GPU target
 
 
 def test_bench_refuses_cuda_when_there_is_none(tmp_path, monkeypatch, capsys):

@@ -1,13 +1,11 @@
 """The speed options on a CPU: torch.compile modes and inductor's shared cache, last.ckpt every N epochs with
-every resume guarantee kept, checkpoints written from a background thread and still atomic, and the
-speed-target table the GPU script prints, checked against the published H100 run."""
+every resume guarantee kept, and checkpoints written from a background thread and still atomic (the speed
+targets and the study summary: test_study.py)."""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -199,55 +197,3 @@ def test_a_full_disk_during_an_async_checkpoint_stops_the_run_and_the_rerun_resu
     # whole: epoch 0's, or epoch 2's when the error surfaced only at the end; never the cut one of epoch 1
     assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] != 1
     assert train(tmp_path, *args).epochs == 3
-
-
-# ----------------------------------------------------------------------------- the targets table
-
-
-def published_study(out: Path) -> float:
-    """OUT as gpu_study.sh would have left it for seed 0 of results/h100-2026-11-28; returns its T0."""
-    results = ROOT / "results" / "h100-2026-11-28"
-    (out / "logs").mkdir(parents=True)
-    shutil.copy(results / "bench.json", out / "bench.json")
-    lines = (results / "logs" / "runs.tsv").read_text().splitlines()
-    (out / "logs" / "runs.tsv").write_text(
-        "".join(f"{name}-s0\t{rest}\n" for name, rest in (ln.split("\t", 1) for ln in lines))
-    )
-    for run in (results / "runs").glob("*-s0"):
-        shutil.copytree(run, out / "study" / "runs" / run.name)
-    return float(lines[0].split("\t")[2]) - 31.6  # the teacher started 31.6 s into the script
-
-
-def test_the_targets_table_reproduces_the_published_h100_figures(tmp_path):
-    from kd_lightning.study.timings import summarise
-
-    t0 = published_study(tmp_path)
-    summary = summarise(tmp_path, t0=t0, end=t0 + 265.7, jobs=8, dry_run=False, planned_per_seed=9)
-    rows = {r["figure"]: (r["measured"], r["status"]) for r in summary["targets"]}
-    assert len(rows) == 8
-    assert rows["Lightning step vs plain PyTorch loop, ResNet-4"] == ("0.59x", "not met")
-    assert rows["Lightning step vs plain PyTorch loop, ResNet-10"] == ("0.91x", "not met")
-    assert rows["KD step vs (baseline step + 1.1 x teacher forward)"] == ("1.10", "not met")
-    assert rows["One epoch, ours vs the naive Lightning + torchvision script"] == ("1.59x", "not met")
-    assert rows["Teacher's whole-run rate vs its step rate"] == ("26.0k vs 47.3k img/s (55%)", "not met")
-    assert rows["Students side by side on the one GPU, all runs together"][0].startswith("82.4k img/s (8 runs, 116.5 s")
-    assert "sum of rates 128.9k" in rows["Students side by side on the one GPU, all runs together"][0]
-    assert rows["One seed of the study (teacher, then 8 students)"] == ("184.5 s (9 of 9 runs finished)", "not met")
-    assert rows["Three seeds (27 runs) in one command"][1] == "not measured (SEEDS=0)"
-    text = (tmp_path / "timings.txt").read_text()
-    assert "study (9 runs) 184.5 s" in text and "met?" in text
-    assert json.loads((tmp_path / "timings.json").read_text())["per_seed"]["0"]["finished"] == 9
-
-
-def test_three_seeds_cut_at_the_deadline_are_not_met_and_say_so(tmp_path):
-    from kd_lightning.study.timings import summarise
-
-    t0 = published_study(tmp_path)
-    tsv = tmp_path / "logs" / "runs.tsv"
-    extra = [f"teacher-s{s}\t143\t{t0 + 100}\t{t0 + 400}\n" for s in (1, 2)]  # stopped at the deadline
-    tsv.write_text(tsv.read_text() + "".join(extra))
-    (tmp_path / "logs" / "deadline.txt").write_text("deadline: stopped teacher-s1 teacher-s2\n")
-    summary = summarise(tmp_path, t0=t0, end=t0 + 480, jobs=16, dry_run=False, planned_per_seed=9)
-    three = summary["targets"][-1]
-    assert three["status"] == "not met" and "(9 of 27 runs finished)" in three["measured"]
-    assert "[runs stopped at the deadline]" in three["measured"] and summary["cut_by_deadline"]

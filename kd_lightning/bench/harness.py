@@ -24,8 +24,6 @@ from kd_lightning.gpu.hardware import choose_precision
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (uint8 images NCHW, labels)
 
-# one place for the targets the table judges against
-TARGETS = {"pipeline": 10.0, "trainer": 0.95, "kd_slack": 1.1, "epoch_gpu": 5.0}
 SECTIONS = ("many", "pipeline", "trainer", "kd", "epoch", "checkpoint", "compile")  # in the order they run
 
 

@@ -1,7 +1,8 @@
 """Comparison 3: one KD step vs one baseline step of the same student, and one teacher forward.
 
-Distillation should cost a baseline step plus a teacher forward and nothing more; the target
-allows the teacher forward a 10% slack. The teacher has random weights: timing needs no trained one.
+Distillation should cost a baseline step plus a teacher forward and nothing more: `teacher_forwards`
+is what the KD step costs over the baseline step, counted in teacher forwards (its target is in
+kd_lightning/study/speed_targets.yaml). The teacher has random weights: timing needs no trained one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from kd_lightning.bench.harness import TARGETS, Pair, Sizes, autocast, time_ms
+from kd_lightning.bench.harness import Pair, Sizes, autocast, time_ms
 from kd_lightning.data import augment, normalize
 from kd_lightning.modules import BaselineModule, DistillModule
 from kd_lightning.run.files import atomic_path
@@ -53,5 +54,4 @@ def bench_kd(train: Pair, sizes: Sizes, device: torch.device, tmp: Path) -> dict
             ("teacher_forward_ms", teacher_forward),
         ):
             best[key] = min(best[key], time_ms(fn, sizes, device))
-    bound = best["baseline_ms"] + TARGETS["kd_slack"] * best["teacher_forward_ms"]
-    return {**best, "bound_ms": bound, "ratio": best["kd_ms"] / bound, "met": best["kd_ms"] <= bound}
+    return {**best, "teacher_forwards": (best["kd_ms"] - best["baseline_ms"]) / best["teacher_forward_ms"]}

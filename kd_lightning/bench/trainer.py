@@ -11,7 +11,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from kd_lightning.bench.harness import TARGETS, Pair, Sizes, StepTimer, autocast, per_step, step_trainer, sync
+from kd_lightning.bench.harness import Pair, Sizes, StepTimer, autocast, per_step, step_trainer, sync
 from kd_lightning.config import OptimConfig, filled
 from kd_lightning.data import BatchLoader, CIFAR10DataModule, augment, normalize
 from kd_lightning.models import resnet
@@ -72,8 +72,6 @@ def bench_trainer(train: Pair, sizes: Sizes, device: torch.device) -> dict:
             "lightning_img_s": lightning,
             "plain_img_s": plain,
             "ratio": ratio,
-            "target": TARGETS["trainer"],
-            "met": ratio >= TARGETS["trainer"],
             "syncs_in_timed_steps": syncs,
         }
     return out

@@ -1,4 +1,5 @@
-"""results.md and results.csv: the rows of stats.py rendered as text, without matplotlib.
+"""results.md and results.csv: the rows of stats.py rendered as text, without matplotlib; and the fixed-width text
+tables the benchmark and the study summary print.
 
 Missing cells are "-" in markdown and empty in csv, so a reader can tell "not run" from zero.
 """
@@ -7,9 +8,23 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 
 from kd_lightning.report.stats import Row, best_on_validation, kd_settings, paired_difference, pct
 from kd_lightning.run.record import Run
+
+
+def text_table(rows: Sequence[Sequence[str]], align: str) -> str:
+    """Rows as fixed-width text, columns two spaces apart and padded to their widest cell ('l' or 'r' per
+    column in `align`); a row of one cell is a note, printed whole and left out of the widths."""
+    cells = [row for row in rows if len(row) > 1]
+    widths = [max((len(row[i]) for row in cells), default=0) for i in range(len(align))]
+    lines = []
+    for row in rows:
+        padded = (c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align))
+        lines.append(row[0] if len(row) == 1 else "  ".join(padded).rstrip())
+    return "\n".join(lines)
+
 
 DATA_NAMES = {
     "torchvision": "CIFAR-10 (torchvision)",

@@ -103,7 +103,7 @@ class EpochTimes(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._switch(trainer, "steps")
         self._epochs += 1
-        if self._first_step is None:  # Unix time: the GPU script sets it against the process's start
+        if self._first_step is None:  # Unix time: the study summary sets it against the process's start
             self._first_step = time.time()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -117,7 +117,7 @@ class EpochTimes(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._switch(trainer, "set-up")
         parts = ", ".join(f"{name} {self.seconds[name]:.1f} s" for name in self.PHASES)
-        log.info("time split: %s (%d epochs; first step at %.2f)", parts, self._epochs, self._first_step or 0)
+        log.info("time split: %s (%d epochs)", parts, self._epochs)
 
     def split(self) -> TimeSplit:
         s = {name: round(v, 2) for name, v in self.seconds.items()}
