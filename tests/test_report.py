@@ -432,6 +432,34 @@ def test_a_cell_that_would_average_two_runs_of_one_seed_is_warned_about(tmp_path
     assert "ResNet-3 KD averages several runs of one seed: kd-r3-w8-t10-a0.5-T4-s0, kd-r3-w8-t18" in caplog.text
 
 
+def test_runs_that_differ_in_more_than_their_seed_get_rows_of_their_own_labelled_by_what_differs(tmp_path):
+    """KD from a 30-epoch teacher (seed 0) and from a 60-epoch one (seed 1), as `make reproduce SEEDS=0` and later
+    `SEEDS=1 TEACHER_EPOCHS=60` leave them, and a baseline at another precision: no cell averages them."""
+    common = {"data.content_id": "c0", "optim.lr": 0.2, "trainer.max_epochs": 3, "trainer.precision": "32-true"}
+
+    def settings(mode: str, seed: int, **extra) -> dict:
+        return {"mode": mode, "seed": seed, "student.depth": 3, **common, **extra}
+
+    for seed, epochs in ((0, 30), (1, 60)):
+        teacher = {"mode": "teacher", "seed": seed, "teacher.depth": 10, **common, "trainer.max_epochs": epochs}
+        lineage = [{"run_name": f"teacher-r10-w8-s{seed}", "sha256": str(seed) * 64, "settings": teacher}]
+        new_run(tmp_path, "baseline", 3, seed=seed, test=0.60 + seed / 100, settings=settings("baseline", seed))
+        kd = settings("kd", seed, **{"kd.alpha": 0.5, "teacher.sha256": str(seed) * 64})
+        new_run(tmp_path, "kd", 3, seed=seed, test=0.70 + seed / 10, lineage=lineage, settings=kd)
+    bf16 = settings("baseline", 2, **{"trainer.precision": "bf16-mixed"})
+    new_run(tmp_path, "baseline", 3, seed=2, test=0.5, settings=bf16)
+    rows = {row.model: row for row in build_rows(list(iter_runs(tmp_path)), 0.5, 4.0, "default")}
+    assert sorted(rows) == [
+        "ResNet-3 [trainer.precision=32-true, teacher trainer.max_epochs=30]",
+        "ResNet-3 [trainer.precision=32-true, teacher trainer.max_epochs=60]",
+        "ResNet-3 [trainer.precision=bf16-mixed]",
+    ]
+    t30, t60 = (rows[f"ResNet-3 [trainer.precision=32-true, teacher trainer.max_epochs={e}]"] for e in (30, 60))
+    assert (t30.kd.values, t60.kd.values) == ([pytest.approx(70.0)], [pytest.approx(80.0)])
+    assert t30.base.n == t60.base.n == 2 and t30.paired.values == [pytest.approx(10.0)]  # the same seed's baseline
+    assert rows["ResNet-3 [trainer.precision=bf16-mixed]"].base.values == [pytest.approx(50.0)]
+
+
 def test_methods_csv_goes_when_only_plain_kd_is_left(method_runs, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(method_runs, runs)

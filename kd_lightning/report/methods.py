@@ -9,7 +9,7 @@ so this module does not load Hydra.
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -21,6 +21,7 @@ from kd_lightning.report.stats import (
     paired_difference,
     pct,
     settings_of,
+    teacher_identity,
     teacher_run_name,
     warn_repeated_seeds,
 )
@@ -64,11 +65,6 @@ class MethodRow:
 
     def paired(self, kind: str) -> Stat:
         return paired_difference(self.arms[kind].runs, self.arms["baseline"].runs)
-
-
-def without_seed(run_name: str) -> str:
-    """'kd-r6-w64-t10-a0.5-T4': a run name without its '-s0' seed tag, the same for every seed of a setting."""
-    return re.sub(r"-s\d+(?=-|$)", "", run_name)
 
 
 def lineage_names(record: RunRecord) -> list[str]:
@@ -127,8 +123,8 @@ def method_arms(row: Row, defaults: Defaults) -> dict[str, Arm]:
     setting, runs, how = choose(of_kind["dkd"], key=dkd_key, is_default=lambda s: s == defaults.dkd)
     arms["dkd"] = Arm("dkd", runs=runs, setting=dkd_setting_label(setting) if runs else "", chosen=how)
 
-    def chain_key(r: RunRecord) -> tuple:
-        return (tuple(without_seed(n) for n in lineage_names(r)), *alpha_t(r))
+    def chain_key(r: RunRecord) -> tuple:  # the same chain: teachers that differ by their seeds alone
+        return (json.dumps([teacher_identity(e) for e in r.lineage or []], sort_keys=True, default=str), *alpha_t(r))
 
     setting, runs, how = choose(of_kind["assistant"], key=chain_key, is_default=lambda s: s[1:] == defaults.kd)
     first = min(runs, key=lambda r: r.record.seed).record if runs else None

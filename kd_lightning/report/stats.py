@@ -1,18 +1,23 @@
 """The report's numbers: per-seed statistics and one table row per network, without matplotlib.
 
 Kept apart from rendering and plotting so the statistics (and the choice of KD setting, made on
-validation accuracy only) can be imported and tested cheaply. A row is one network: runs of another
-reading, plan or variant (a longer schedule, another learning rate) are another network, so they get
-a row of their own and are never averaged as seeds of one.
+validation accuracy only) can be imported and tested cheaply. A row is one network under one set of
+conditions: runs of another reading, plan or variant (a longer schedule, another learning rate), or that
+differ in anything else that changes a result (the data's content, the precision, the world size, the
+teacher a kd run distilled from) get a row of their own, labelled by what differs, and are never averaged
+as seeds of one. A cell averages runs that differ by their seed alone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kd_lightning.plans import reading_tag
 from kd_lightning.run.record import Run, RunRecord, checkpoint_run_name
@@ -167,6 +172,7 @@ class Row:
     base: Stat
     reading: str = ""  # the reading tag: '' | 'stages' | 'p1_1_1_1'
     variant: str = ""  # the run name's tags of non-default settings, e.g. 'e60'
+    differs: str = ""  # what sets this row apart from rows of the same network: 'trainer.precision=32-true'
     kd: Stat = field(default_factory=Stat)
     paired: Stat = field(default_factory=Stat)
     agreement: Stat = field(default_factory=Stat)
@@ -195,31 +201,92 @@ class Row:
 
 
 RowKey = tuple[str, int, int, str, str]  # mode, depth, width, reading tag, variant
+LABELLED = 3  # at most this many differing settings name a row
 
 
 def row_key(record: RunRecord) -> RowKey:
     return (record.mode, record.depth, record.width, record_reading(record), record.variant or "")
 
 
+def without_seed(run_name: str) -> str:
+    """'kd-r6-w64-t10-a0.5-T4': a run name without its '-s0' seed tag, the same for every seed of a setting."""
+    return re.sub(r"-s\d+(?=-|$)", "", run_name)
+
+
+def conditions(record: RunRecord) -> dict[str, Any]:
+    """What a run's result depends on beyond its network, its seed and how it distilled: the data (its content),
+    the split, the optimiser, the epochs, the precision, the world size: its settings without the network, seed,
+    mode, kd and teacher keys. A record without settings (an older version's) gives the fields it has."""
+    if record.settings:
+        skip = ("student.", "teacher.", "kd.")
+        return {k: v for k, v in record.settings.items() if k not in ("seed", "mode") and not k.startswith(skip)}
+    return {
+        "data.source": record.data_source,
+        "data.subset": record.subset,
+        "data.split": record.split_hash,
+        "data.images": [record.n_train, record.n_val, record.n_test],
+        "trainer.max_epochs": record.max_epochs,
+        "trainer.precision": record.precision,
+    }
+
+
+def teacher_identity(entry: dict[str, Any]) -> dict[str, Any]:
+    """What the teachers of one lineage step share across seeds: the run's settings without its seed and its own
+    teacher's file hash (that teacher is the step before), else its run name without the seed tag."""
+    if isinstance(entry.get("settings"), dict):
+        return {k: v for k, v in entry["settings"].items() if k not in ("seed", "teacher.sha256")}
+    if entry.get("run_name"):
+        return {"run": without_seed(str(entry["run_name"]))}
+    return {"sha256": entry.get("sha256")}  # a file of no run: only its own seed's runs share it
+
+
+def teacher_root(record: RunRecord) -> dict[str, Any]:
+    """The identity of the teacher at the root of a kd run's lineage (the teacher run, for a chain through an
+    assistant too); a record without lineage gives its teacher's depth, width and plan. {} for other runs."""
+    if record.mode != "kd":
+        return {}
+    if record.lineage:
+        return teacher_identity(record.lineage[0])
+    return {"depth": record.teacher_depth, "width": record.teacher_width, "plan": record.teacher_plan}
+
+
+def _frozen(facts: dict[str, Any]) -> str:
+    return json.dumps(facts, sort_keys=True, default=str)
+
+
+def _differing(facts: list[dict[str, Any]]) -> list[str]:
+    """For each of several rows' facts, 'key=value' for the keys whose values are not the same in all of them."""
+    keys = sorted({k for f in facts for k in f if len({_frozen({"v": g.get(k)}) for g in facts}) > 1})
+    shown = keys[:LABELLED]
+
+    def value(v: Any) -> str:
+        return "-" if v is None else v if isinstance(v, str) else json.dumps(v, default=str)
+
+    more = ", ..." if len(keys) > LABELLED else ""
+    return [", ".join(f"{k}={value(f.get(k))}" for k in shown) + more for f in facts]
+
+
 def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -> list[Row]:
-    """Teacher rows first, then one row per student network (depth, width, reading, variant).
+    """Teacher rows first, then one row per student network (depth, width, reading, variant), its conditions
+    (the data, precision, world size, ...) and, for kd runs, the teacher at the root of their lineage.
 
     The KD column uses plain KD runs only (kd_kind 'kd') at (alpha, temperature), or with select="val"
-    the setting of best validation accuracy; a network with a single KD setting uses that one.
+    the setting of best validation accuracy; a network with a single KD setting uses that one. Rows that
+    share a network but differ in their conditions or teacher are labelled with what differs.
     """
-    by: dict[RowKey, list[Run]] = defaultdict(list)
+    by: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
-        by[row_key(r.record)].append(r)
+        by[(*row_key(r.record), _frozen(conditions(r.record)))].append(r)
     widths = {r.record.width for r in runs}
     # a variant tag labels a row only where teachers (or students) of several variants need telling apart
     variants = {
         role: {key[4] for key in by if (key[0] == "teacher") == (role == "teacher")} for role in ("teacher", "student")
     }
 
-    def new_row(role: str, net: tuple[int, int, str, str], base: list[Run]) -> Row:
-        d, w, tag, var = net
+    def new_row(role: str, net: tuple, base: list[Run]) -> Row:
+        d, w, tag, var, _ = net
         model = f"ResNet-{d}" + (f" w{w}" if len(widths) > 1 else "") + (f" {tag}" if tag else "")
-        model += (f" [{var}]" if var and len(variants[role]) > 1 else "") + (" (teacher)" if role == "teacher" else "")
+        model += f" [{var}]" if var and len(variants[role]) > 1 else ""
         return Row(
             model=model,
             role=role,
@@ -233,21 +300,59 @@ def build_rows(runs: list[Run], alpha: float, temperature: float, select: str) -
 
     rows = [new_row("teacher", key[1:], by[key]) for key in sorted(by) if key[0] == "teacher"]
     for net in sorted({key[1:] for key in by if key[0] != "teacher"}):
-        row = new_row("student", net, by.get(("baseline", *net), []))
-        row.distilled = by.get(("kd", *net), [])
-        row.plain_kd = [r for r in row.distilled if kd_kind(r.record) == "kd"]
-        settings = kd_settings(row.plain_kd)
-        if select == "val" and settings:
-            row.setting, row.chosen = best_on_validation(settings), f"best of {len(settings)} on validation"
-        elif (alpha, temperature) in settings:
-            row.setting, row.chosen = (alpha, temperature), "default"
-        elif len(settings) == 1:  # a single setting that is not the default: still the only KD result
-            row.setting, row.chosen = next(iter(settings)), "only setting"
-        warn_repeated_seeds(f"{row.model} baseline", row.base_runs)
-        if row.setting is not None:
-            row.kd_runs = settings[row.setting]
-            warn_repeated_seeds(f"{row.model} KD", row.kd_runs)
-            row.kd, row.agreement = pct(row.kd_runs, "test_acc"), pct(row.kd_runs, "test_agreement")
-            row.paired = paired_difference(row.kd_runs, row.base_runs)
-        rows.append(row)
+        distilled = by.get(("kd", *net), [])
+        teachers: dict[str, list[Run]] = defaultdict(list)
+        for r in distilled:
+            teachers[_frozen(teacher_root(r.record))].append(r)
+        for teacher in sorted(teachers) or [""]:
+            row = new_row("student", net, by.get(("baseline", *net), []))
+            row.distilled = teachers.get(teacher, [])
+            row.plain_kd = [r for r in row.distilled if kd_kind(r.record) == "kd"]
+            rows.append(row)
+    label(rows)
+    for row in rows:
+        if row.role == "teacher":
+            row.model += " (teacher)"
+        else:
+            choose_kd(row, alpha, temperature, select)
     return rows
+
+
+def label(rows: list[Row]) -> None:
+    """Rows that would read alike (one network, one variant) get what else differs between them in brackets: their
+    conditions first ('[trainer.precision=32-true]'), then, between rows of the same conditions, their teachers
+    ('[teacher trainer.max_epochs=60]')."""
+    alike: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        alike[(row.role, row.model)].append(row)
+    for group in (g for g in alike.values() if len(g) > 1):
+        conds = {id(row): conditions((row.base_runs or row.distilled)[0].record) for row in group}
+        distinct = {_frozen(c): c for c in conds.values()}
+        said = dict(zip(distinct, _differing(list(distinct.values())))) if len(distinct) > 1 else {}
+        parts: dict[int, list[str]] = {id(row): [said.get(_frozen(conds[id(row)]), "")] for row in group}
+        for cond in distinct:
+            same = [row for row in group if _frozen(conds[id(row)]) == cond and row.distilled]
+            if len(same) > 1:
+                teachers = [{f"teacher {k}": v for k, v in teacher_root(r.distilled[0].record).items()} for r in same]
+                for row, text in zip(same, _differing(teachers)):
+                    parts[id(row)].append(text)
+        for row in group:
+            row.differs = ", ".join(p for p in parts[id(row)] if p)
+            row.model += f" [{row.differs}]" if row.differs else ""
+
+
+def choose_kd(row: Row, alpha: float, temperature: float, select: str) -> None:
+    """The row's KD column: plain KD at (alpha, temperature), else the best setting on validation or the only one."""
+    settings = kd_settings(row.plain_kd)
+    if select == "val" and settings:
+        row.setting, row.chosen = best_on_validation(settings), f"best of {len(settings)} on validation"
+    elif (alpha, temperature) in settings:
+        row.setting, row.chosen = (alpha, temperature), "default"
+    elif len(settings) == 1:  # a single setting that is not the default: still the only KD result
+        row.setting, row.chosen = next(iter(settings)), "only setting"
+    warn_repeated_seeds(f"{row.model} baseline", row.base_runs)
+    if row.setting is not None:
+        row.kd_runs = settings[row.setting]
+        warn_repeated_seeds(f"{row.model} KD", row.kd_runs)
+        row.kd, row.agreement = pct(row.kd_runs, "test_acc"), pct(row.kd_runs, "test_agreement")
+        row.paired = paired_difference(row.kd_runs, row.base_runs)

@@ -148,12 +148,13 @@ def sweep_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 
 
 def rows_note(rows: list[Row]) -> list[str]:
-    """A preamble line, when some row is another reading, plan or variant: why one depth can have several rows."""
-    if not any(row.reading or row.variant for row in rows):
+    """A preamble line, when some row is another reading, plan, variant or setting: why one depth has several rows."""
+    if not any(row.reading or row.variant or row.differs for row in rows):
         return []
     return [
-        "- Rows: one per network; another reading ('stages'), a plan ('p1_1_1_1') or variant tags ('[e60]': "
-        "settings that differ from the defaults) make another row, never more seeds of one"
+        "- Rows: one per network; another reading ('stages'), a plan ('p1_1_1_1'), variant tags ('[e60]': "
+        "settings that differ from the defaults) or any other setting that changes a result (named in brackets: "
+        "the data's content, the precision, the teacher) make another row, never more seeds of one"
     ]
 
 
