@@ -1,7 +1,7 @@
 """Data faults: a stale or broken image cache, an unwritable data folder, a wrong folder layout, impossible sizes.
 
 Each is either survived (rebuilt with one log line, cached elsewhere) or refused with one DataError sentence;
-and the content id tells data apart by its pixels and labels, whatever the source.
+and the content id tells data apart by its files' bytes (folder) or its pixels and labels (the other sources).
 """
 
 import errno
@@ -213,18 +213,49 @@ def test_folder_content_id_is_read_from_the_cache_without_rehashing(tmp_path, mo
     root = make_folder(tmp_path / "data")
     first = folder_content_id(root)
     forbid_decoding(monkeypatch)
-    monkeypatch.setattr(images, "digest", lambda *a: pytest.fail("the images were hashed again"))
+    monkeypatch.setattr(images, "content_digest", lambda *a: pytest.fail("the files were hashed again"))
     assert folder_content_id(root) == first
 
 
-def test_touched_file_with_the_same_bytes_rebuilds_the_cache_but_keeps_the_content_id(tmp_path, caplog):
+def test_touched_or_copied_files_with_the_same_bytes_keep_the_cache_and_the_content_id(tmp_path, caplog, monkeypatch):
     root = make_folder(tmp_path / "data")
     first = folder_content_id(root)
     os.utime(root / "train" / "cat" / "0.png")  # now: a new mtime, the same bytes
+    copy = root / "train" / "dog" / "1.png"
+    shutil.copy2(copy, tmp_path / "x.png")
+    shutil.move(tmp_path / "x.png", copy)  # cp -p: a new inode, the same bytes and times
     caplog.set_level(logging.INFO)
+    forbid_decoding(monkeypatch)
     assert folder_content_id(root) == first
-    [line] = data_lines(caplog)  # train/ rebuilt, test/ read back
-    assert line.getMessage().startswith(f"image cache {root / '.train-uint8-v2.npz'} is stale (")
+    [line] = data_lines(caplog)  # train/ re-keyed, test/ read back
+    assert line.getMessage() == (
+        f"image cache {root / '.train-uint8-v2.npz'}: the files' times changed, their bytes did not; the cache is kept"
+    )
+    caplog.clear()
+    assert folder_content_id(root) == first and data_lines(caplog) == []  # the new key: read in silence
+
+
+def test_new_pixels_under_the_old_names_sizes_and_times_are_decoded_and_change_the_content_id(tmp_path, caplog):
+    """rsync -a, cp -p and tar x give files their old names, sizes and mtimes; their bytes still count."""
+    root = make_folder(tmp_path / "data", classes=("cat", "dog"), n=2)
+    stored = tmp_path / "other"  # other pixels in files of the same sizes (uncompressed PNGs), with the old mtimes
+    for name in ("train/cat/0.png", "train/dog/1.png"):
+        (stored / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32, 3), 9, np.uint8)).save(stored / name, compress_level=0)
+        Image.open(root / name).save(root / name, compress_level=0)  # the originals, uncompressed: same sizes
+        os.utime(root / name, (OLD, OLD))
+    old_x, _, _ = load_folder(root, "train")
+    old_id = images.load_listing(images.list_split(root, "train")).digest
+    for name in ("train/cat/0.png", "train/dog/1.png"):
+        assert (stored / name).stat().st_size == (root / name).stat().st_size
+        shutil.copyfile(stored / name, root / name)
+        os.utime(root / name, ns=(OLD * 10**9, OLD * 10**9))
+    caplog.set_level(logging.INFO)
+    x, _, _ = load_folder(root, "train")
+    assert torch.equal(x[0], torch.full((3, 32, 32), 9, dtype=torch.uint8)) and not torch.equal(x, old_x)
+    assert images.load_listing(images.list_split(root, "train")).digest != old_id
+    [line] = data_lines(caplog)
+    assert "is stale (the files' bytes changed since it was written)" in line.getMessage()
 
 
 def test_synthetic_content_id_is_equal_for_equal_sizes_and_changes_with_the_data():
