@@ -13,11 +13,12 @@ from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from kd_lightning.config import Mode
+from kd_lightning.config import Mode, network
 from kd_lightning.data import CIFAR10DataModule, DataError
 from kd_lightning.gpu.hardware import choose_precision, prepare_backends, uses_cuda
 from kd_lightning.modules import BaselineModule, DistillModule
 from kd_lightning.run.callbacks import (
+    MONITOR,
     AtomicCheckpointIO,
     CheckpointOnStop,
     EpochTimes,
@@ -52,14 +53,16 @@ def build_datamodule(cfg: DictConfig) -> CIFAR10DataModule:
 
 
 def build_module(cfg: DictConfig, dm: CIFAR10DataModule) -> BaselineModule:
-    net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
+    net = network(cfg, "teacher" if cfg.mode == Mode.teacher else "student")
     common = dict(
         num_classes=dm.num_classes,
         reading=net.reading,
-        plan=OmegaConf.to_container(net.plan) if net.plan is not None else None,
+        plan=net.plan,
         optim=OmegaConf.to_container(cfg.optim),
         split_hash=dm.split_hash,
         val_hash=dm.val_hash,
+        data_source=str(cfg.data.source),
+        content_id=dm.content_id,
     )
     if cfg.mode != Mode.kd:
         module = BaselineModule(net.depth, net.width, role=cfg.mode.value, **common)
@@ -101,7 +104,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, settings: RunSettings | None =
         RunCheckpoint(
             dirpath=folder.checkpoints,
             filename=folder.best.stem,
-            monitor="val/acc",
+            monitor=MONITOR,
             mode="max",
             auto_insert_metric_name=False,
             enable_version_counter=False,

@@ -25,11 +25,13 @@ from kd_lightning.config import (
     Schedule,
     Source,
     allowed,
+    network,
     values,
 )
 from kd_lightning.gpu.hardware import gpu_count, memory_bytes, uses_cuda
 from kd_lightning.models import estimate
 from kd_lightning.plans import Reading, net_plan
+from kd_lightning.teacher import file_network
 
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeding take 32-bit seeds
 MAX_TEMPERATURE = 100.0  # beyond it softened probabilities differ by less than float32 resolves
@@ -80,9 +82,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "student.depth": _int(3),
     "student.width": _int(1),
     "student.reading": _one_of(values(Reading), allowed(Reading)),
-    "teacher.depth": _int(3),
-    "teacher.width": _int(1),
-    "teacher.reading": _one_of(values(Reading), allowed(Reading)),
+    "teacher.depth": _optional(_int(3)),  # null: the checkpoint's (kd), TEACHER_RUN's (a teacher run)
+    "teacher.width": _optional(_int(1)),
+    "teacher.reading": _optional(_one_of(values(Reading), allowed(Reading))),
     "teacher.ckpt": _path("a finished run's checkpoint"),
     "kd.method": _one_of(values(Method), allowed(Method)),
     "kd.alpha": _number(0, 1),
@@ -142,8 +144,9 @@ def check_config(cfg: DictConfig) -> None:
             "optim.momentum > 0 (or set optim.nesterov=false)"
         )
     for key in ("student", "teacher"):
+        net = network(cfg, key)
         try:
-            net_plan(cfg[key].depth, cfg[key].reading, cfg[key].plan)
+            net_plan(net.depth, net.reading, net.plan)
         except ValueError as err:
             raise ConfigError(f"{key}.{err}") from None
     check_devices(cfg.trainer)
@@ -197,12 +200,13 @@ def check_memory(cfg: DictConfig) -> None:
     """Refuse a network whose parameters, optimiser state and activations cannot fit in memory."""
     budget, where = memory_bytes(cfg.trainer.accelerator)
     key = "teacher" if cfg.mode == Mode.teacher else "student"
-    net, batch = cfg[key], cfg.data.batch_size
+    net, batch = network(cfg, key), cfg.data.batch_size
     params, acts, _ = estimate(net_plan(net.depth, net.reading, net.plan), net.width)
     # weights, gradients, momentum and a mixed-precision copy; the activations kept for the backward pass
     need = 16 * params + 4 * acts * batch
-    if cfg.mode == Mode.kd:  # the frozen teacher's weights
-        need += 4 * estimate(net_plan(cfg.teacher.depth, cfg.teacher.reading, cfg.teacher.plan), cfg.teacher.width)[0]
+    if cfg.mode == Mode.kd:  # the frozen teacher's weights, as its file describes it when it can be read
+        teacher = file_network(cfg.teacher.ckpt) or network(cfg, "teacher")
+        need += 4 * estimate(net_plan(teacher.depth, teacher.reading, teacher.plan), teacher.width)[0]
     if need > MEMORY_SHARE * budget:
         raise ConfigError(
             f"{key}.depth={net.depth} {key}.width={net.width} with data.batch_size={batch} needs about "

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kd_lightning.plans import Reading, plan_depth, reading_tag
 from kd_lightning.run.record import checkpoint_run_name
@@ -79,9 +79,11 @@ class StudentConfig:
 
 @dataclass
 class TeacherConfig:
-    depth: int = 10
-    width: int = 64
-    reading: str = Reading.blocks.value
+    # null: a kd run reads them from teacher.ckpt (a value given is checked against it); a teacher run trains
+    # TEACHER_RUN's network where they are null
+    depth: int | None = None
+    width: int | None = None
+    reading: str | None = None
     plan: list[list[int]] | None = None
     # a teacher run writes its best checkpoint here; a kd run reads it (any finished run's best.ckpt works)
     ckpt: str = "${paths.root}/teachers/${kd_teacher_file:}"
@@ -178,6 +180,44 @@ class Config:
     gpu_pool: GpuPoolConfig = field(default_factory=GpuPoolConfig)
 
 
+# what a teacher run trains where teacher.depth, width and reading are null: the study's ResNet-10 of width 64
+TEACHER_RUN = {"depth": 10, "width": 64, "reading": Reading.blocks.value}
+
+
+class Net(NamedTuple):
+    """A network as the config describes it: depth, base width, reading and an explicit plan (or None)."""
+
+    depth: int
+    width: int
+    reading: str
+    plan: list[list[int]] | None
+
+
+def network(cfg: DictConfig, key: str) -> Net:
+    """student.* or teacher.* as a Net; the teacher's null keys take TEACHER_RUN's values (what a teacher run
+    trains, and the name of its export)."""
+    net = cfg[key]
+    given = {k: net[k] for k in Net._fields}
+    if key == "teacher":
+        given = {k: TEACHER_RUN[k] if v is None and k in TEACHER_RUN else v for k, v in given.items()}
+    plan = given["plan"]
+    return Net(**(given | {"plan": OmegaConf.to_container(plan) if isinstance(plan, ListConfig) else plan}))
+
+
+def world_size(trainer: DictConfig) -> int:
+    """How many processes share a run's batches: trainer.devices as a count (a list of GPU ids, `auto`: every
+    GPU the run would use, one process on the CPU). Each takes data.batch_size images a step, so this changes
+    the steps per epoch and the result."""
+    devices = trainer.devices
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices)
+    if devices == "auto":
+        from kd_lightning.gpu.hardware import gpu_count, uses_cuda  # torch: only when the machine decides
+
+        return gpu_count() if uses_cuda(trainer.accelerator) else 1
+    return int(devices)
+
+
 def filled(section: type, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A config section as a plain dict: the schema's defaults with `values` over them (modules built in Python)."""
     return {**dataclasses.asdict(section()), **(values or {})}
@@ -226,17 +266,19 @@ def variant(cfg: DictConfig) -> str:
         value = OmegaConf.select(cfg, key)
         if value != _default(key):
             tags.append(tag + _tag_value(value))
+    if (processes := world_size(cfg.trainer)) != 1:  # DDP: another number of steps per epoch, another batch
+        tags.append(f"ws{processes}")
     return "-".join(tags)
 
 
-def _depth_and_reading(net: DictConfig) -> tuple[int, str]:
+def _depth_and_reading(net: DictConfig | Net) -> tuple[int, str]:
     """(depth, '' | 'stages' | 'p1_1_1_1'): a plan sets the depth; a default reading adds nothing."""
     if net.plan is not None:
         return plan_depth(net.plan), reading_tag("plan", net.plan)
     return net.depth, reading_tag(str(net.reading), None)
 
 
-def net_tag(net: DictConfig) -> str:
+def net_tag(net: DictConfig | Net) -> str:
     """'r6-w64', 'r6-w64-stages' or 'r6-w64-p1_1_1_1'."""
     depth, tag = _depth_and_reading(net)
     return f"r{depth}-w{net.width}" + (f"-{tag}" if tag else "")
@@ -244,13 +286,18 @@ def net_tag(net: DictConfig) -> str:
 
 def teacher_file(_root_: DictConfig) -> str:
     """The teacher export's file name under paths.root/teachers: r10-w64-s0.ckpt."""
-    return f"{net_tag(_root_.teacher)}-s{_root_.seed}.ckpt"
+    return f"{net_tag(network(_root_, 'teacher'))}-s{_root_.seed}.ckpt"
 
 
 def teacher_tag(cfg: DictConfig) -> str:
-    """'t10' for the teacher export, 'tkd6' for a kd run's checkpoint (an assistant), 't6x1a2b3c' for another file."""
-    depth, tag = _depth_and_reading(cfg.teacher)
+    """'t10' for the teacher export, 'tkd6' for a kd run's checkpoint (an assistant), 't6x1a2b3c' for another file.
+
+    The depth and layout are the teacher file's own; the config's (or TEACHER_RUN's) only while it cannot be read.
+    """
+    from kd_lightning.teacher import file_network  # teacher.py imports this module
+
     ckpt = Path(str(cfg.teacher.ckpt))
+    depth, tag = _depth_and_reading(file_network(ckpt) or network(cfg, "teacher"))
     if ckpt == Path(str(cfg.paths.root)) / "teachers" / teacher_file(cfg):
         return f"t{depth}{tag}"
     if (run := checkpoint_run_name(ckpt)) is not None:  # a run folder's checkpoint: name the run's mode
@@ -270,8 +317,7 @@ def kd_tag(kd: DictConfig) -> str:
 def run_name(_root_: DictConfig) -> str:
     """teacher-r10-w64-s0, baseline-r4-w64-s0, kd-r4-w64-t10-a0.5-T4-s0; then any variant tags."""
     mode = _root_.mode.value if isinstance(_root_.mode, Mode) else str(_root_.mode)
-    net = _root_.teacher if mode == Mode.teacher.value else _root_.student
-    name = f"{mode}-{net_tag(net)}"
+    name = f"{mode}-{net_tag(network(_root_, 'teacher' if mode == Mode.teacher.value else 'student'))}"
     if mode == Mode.kd.value:
         name += f"-{teacher_tag(_root_)}-{kd_tag(_root_.kd)}"
     name += f"-s{_root_.seed}"

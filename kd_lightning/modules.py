@@ -71,7 +71,11 @@ class BaselineModule(L.LightningModule):
         optim: Mapping[str, Any] | None = None,
         split_hash: str | None = None,
         val_hash: str | None = None,
+        data_source: str | None = None,
+        content_id: str | None = None,
     ):
+        """`split_hash`, `val_hash`, `data_source`, `content_id`: the data this run trains on (data.py), kept in its
+        checkpoints so a kd run that distils from one can check that it shares the data and the split."""
         super().__init__()
         if role not in values(Mode):
             raise ValueError(f"role={role!r} is unknown; allowed: {allowed(Mode)}")
@@ -220,7 +224,13 @@ class DistillModule(BaselineModule):
             raise ValueError(f"DistillModule trains role 'kd', got role={common['role']!r}")
         super().__init__(depth, width, num_classes=num_classes, **common)
         self.save_hyperparameters({"kd": kd})
-        teacher, self.teacher_info = load_teacher(teacher_ckpt, num_classes, common.get("split_hash"))
+        teacher, self.teacher_info = load_teacher(
+            teacher_ckpt,
+            num_classes,
+            common.get("split_hash"),
+            source=common.get("data_source"),
+            content_id=common.get("content_id"),
+        )
         self.teacher = teacher.to(memory_format=torch.channels_last).eval().requires_grad_(False)
         self.parts = nn.ModuleDict({name: _mean() for name in ("kd", "ce", "tckd", "nckd")})
         self.agreement = _mean()

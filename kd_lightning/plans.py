@@ -80,6 +80,12 @@ def net_plan(depth: int, reading: str = Reading.blocks.value, plan: Sequence[Seq
     return READINGS[reading](depth)
 
 
+def reading_of(plan: Sequence[Sequence[int]]) -> str | None:
+    """The reading that builds `plan` from its depth ('blocks' first, where both do), or None for a plan of its own."""
+    plan = [list(stage) for stage in plan]
+    return next((name for name, make in READINGS.items() if make(plan_depth(plan)) == plan), None)
+
+
 def reading_tag(reading: str | None, plan: Sequence[Sequence[int]] | None) -> str:
     """'' (the default blocks reading), 'stages', or 'p1_1_1_1' for an explicit plan: what run names, report
     rows and figure labels add after the depth and width. A record's `reading` is 'plan' for an explicit plan."""

@@ -18,13 +18,12 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from kd_lightning.build import build_datamodule, build_module, build_trainer
 from kd_lightning.checks import check_config
-from kd_lightning.config import ConfigError, Method, Mode, Source, register, variant
+from kd_lightning.config import ConfigError, Method, Mode, Source, network, register, variant, world_size
 from kd_lightning.data import CIFAR10DataModule, DataError
 from kd_lightning.gpu import lease
 from kd_lightning.gpu.hardware import (
@@ -35,12 +34,14 @@ from kd_lightning.gpu.hardware import (
     software_versions,
 )
 from kd_lightning.modules import BaselineModule, DistillModule, NonFiniteLossError
-from kd_lightning.plans import blocks_plan, net_plan, plan_depth
+from kd_lightning.plans import blocks_plan, net_plan
 from kd_lightning.run import command
 from kd_lightning.run.callbacks import EpochTimes, RunClock, RunSettings
 from kd_lightning.run.files import RunFolderError, run_lock
+from kd_lightning.run.integrity import check_run_folder, disk_error, full_disk_error, weight_shapes
 from kd_lightning.run.record import RunRecord, RunRecordError, fingerprint
 from kd_lightning.run.resume import (
+    check_tested,
     clear_run,
     discard_unstarted,
     export_teacher,
@@ -74,7 +75,7 @@ def run_record(
     split = next((c.split() for c in trainer.callbacks if isinstance(c, EpochTimes)), None)
     sizes, test, method = dm.sizes(), results["test"], cfg.kd.method
     dkd = kd and method == Method.dkd
-    net = cfg.teacher if cfg.mode == Mode.teacher else cfg.student
+    net = network(cfg, "teacher" if cfg.mode == Mode.teacher else "student")
     return RunRecord(
         mode=cfg.mode.value,
         run_name=cfg.run_name,
@@ -127,8 +128,9 @@ def run_record(
 
 
 def run_settings(cfg: DictConfig, dm: CIFAR10DataModule, module: BaselineModule) -> dict[str, Any]:
-    """Every setting that changes the result, as `key: value` (keys named as in the config); paths,
-    launchers, logging and device placement are left out. Stored in metrics.json and every checkpoint."""
+    """Every setting that changes the result, as `key: value` (keys named as in the config, or named for what they
+    are: the data's content, the world size, the teacher's file and data); paths, launchers, logging and device
+    placement are left out. Stored in metrics.json and every checkpoint (docs/reliability.md lists them)."""
     key, hp = ("teacher" if cfg.mode == Mode.teacher else "student"), module.hparams
     settings = {
         "mode": cfg.mode.value,
@@ -144,6 +146,7 @@ def run_settings(cfg: DictConfig, dm: CIFAR10DataModule, module: BaselineModule)
         **{f"optim.{k}": v for k, v in hp.optim.items()},
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "trainer.precision": choose_precision(cfg.trainer.accelerator, cfg.trainer.precision),
+        "trainer.world_size": world_size(cfg.trainer),  # processes, each taking data.batch_size images a step
     }
     if cfg.data.source == Source.synthetic:  # named beside the content id, so a refusal says which changed
         settings |= {"data.synthetic_train": cfg.data.synthetic_train, "data.synthetic_test": cfg.data.synthetic_test}
@@ -154,7 +157,9 @@ def run_settings(cfg: DictConfig, dm: CIFAR10DataModule, module: BaselineModule)
             if kd["method"] == Method.dkd
             else ("method", "alpha", "temperature", "divergence")
         )
-        settings |= {f"kd.{k}": kd[k] for k in used} | {"teacher.sha256": module.teacher_info["sha256"]}
+        teacher = module.teacher_info
+        settings |= {f"kd.{k}": kd[k] for k in used}
+        settings |= {"teacher.sha256": teacher["sha256"], "teacher.content_id": teacher["content_id"]}
     return settings
 
 
@@ -166,18 +171,26 @@ def log_hparams(trainer: L.Trainer, record: RunRecord) -> None:
     trainer.logger.log_hyperparams({k: "-" if v is None else v for k, v in params.items()}, metrics)
 
 
-def check_teacher_architecture(cfg: DictConfig, module: DistillModule) -> None:
-    """The teacher's depth, width and plan come from its checkpoint; a config that says otherwise is refused,
-    so the run name and metrics.json never describe a teacher the run did not use."""
-    info, want = module.teacher_info, cfg.teacher
-    plan = net_plan(want.depth, want.reading, OmegaConf.to_container(want.plan) if want.plan is not None else None)
-    if (info["depth"], info["width"], info["plan"]) != (plan_depth(plan), want.width, plan):
-        raise TeacherError(
-            f"teacher.ckpt={want.ckpt} holds a ResNet-{info['depth']} of width {info['width']} (plan "
-            f"{info['plan']}), but teacher.depth={want.depth} teacher.width={want.width} teacher.reading="
-            f"{want.reading} give plan {plan}; set teacher.depth={info['depth']} teacher.width={info['width']}"
-            + ("" if info["plan"] == blocks_plan(info["depth"]) else f" teacher.plan={info['plan']}")
-        )
+def check_teacher_architecture(cfg: DictConfig, info: dict[str, Any]) -> None:
+    """The teacher's depth, width and plan come from its checkpoint (`info`); a teacher.* value given in the config
+    that says otherwise is refused, so the run name and metrics.json never describe a teacher the run did not use.
+    A null value (the default) asks nothing."""
+    want, plan = cfg.teacher, info["plan"]
+    if want.plan is not None:
+        agrees = OmegaConf.to_container(want.plan) == plan
+    elif want.reading is not None:
+        agrees = net_plan(want.depth if want.depth is not None else info["depth"], want.reading) == plan
+    else:
+        agrees = want.depth is None or want.depth == info["depth"]
+    if agrees and want.width in (None, info["width"]):
+        return
+    given = " ".join(f"teacher.{k}={want[k]}" for k in ("depth", "width", "reading", "plan") if want[k] is not None)
+    fix = f"teacher.depth={info['depth']} teacher.width={info['width']}"
+    fix += "" if info["plan"] == blocks_plan(info["depth"]) else f" teacher.plan={info['plan']}"
+    raise TeacherError(
+        f"teacher.ckpt={want.ckpt} holds a ResNet-{info['depth']} of width {info['width']} (plan {plan}), but "
+        f"{given} say otherwise; leave them out (they are read from the checkpoint) or set {fix}"
+    )
 
 
 def train(cfg: DictConfig) -> RunRecord:
@@ -185,10 +198,14 @@ def train(cfg: DictConfig) -> RunRecord:
     run_dir = Path(cfg.paths.run_dir)
     try:
         check_config(cfg)
+        check_run_folder(run_dir)
         with run_lock(run_dir) if is_launch_rank_zero() else contextlib.nullcontext():
             return _train(cfg, run_dir)
-    except Exception:
+    except Exception as err:
         discard_unstarted(run_dir)  # a run that never started training leaves no folder behind
+        full = None if isinstance(err, USER_ERRORS) else disk_error(err)
+        if full is not None:  # wherever it struck: a checkpoint, TensorBoard, metrics.json, the teacher export
+            raise full_disk_error(full, run_dir) from None
         raise
 
 
@@ -199,8 +216,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)
     if isinstance(module, DistillModule):
-        check_teacher_architecture(cfg, module)
-    settings = run_settings(cfg, dm, module)
+        check_teacher_architecture(cfg, module.teacher_info)
+    settings, weights = run_settings(cfg, dm, module), weight_shapes(module)
 
     record = None if cfg.overwrite else finished_record(run_dir, settings)
     if record is not None:
@@ -210,22 +227,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
         return record
     if cfg.overwrite:  # only now: a bad override must not cost the user the finished run
         clear_run(run_dir)
-    resume = resume_checkpoint(run_dir, settings)
+    resume = resume_checkpoint(run_dir, settings, weights)
     save_run_config(run_dir, cfg)
     code = code_version()  # the code that trains, read before the first step
     lineage = module.teacher_info["lineage"] if isinstance(module, DistillModule) else []
     trainer = build_trainer(cfg, run_dir, RunSettings(settings, run_name=cfg.run_name, lineage=lineage))
+    assert trainer.world_size == settings["trainer.world_size"], "world_size() disagrees with Lightning's"
     if resume is not None:
         log.info("resuming from %s", resume)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         if trainer.interrupted:
             raise KeyboardInterrupt
-        best_ckpt = Path(trainer.checkpoint_callback.best_model_path)  # the first ModelCheckpoint: by val/acc
+        best_ckpt, best_epoch = check_tested(run_dir, settings, weights)  # this run's, whole: or nothing recorded
         test = trainer.test(module, datamodule=dm, ckpt_path=str(best_ckpt), verbose=False)[0]
     except SIGTERMException:  # Lightning's exit code would be 0, a success to any scheduler
         sys.exit(128 + signal.SIGTERM)  # the shell's code for "killed by SIGTERM"
-    best_epoch = torch.load(best_ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
 
     exported = export_teacher(best_ckpt, Path(cfg.teacher.ckpt)) if cfg.mode == Mode.teacher else None
     results = {"test": test, "best_epoch": best_epoch, "settings": settings, "code": code, "exported": exported}
@@ -240,6 +257,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> RunRecord:
 # an absolute path: the same conf/ whether this file runs as __main__ or is imported by a launcher
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
+    logging.raiseExceptions = False  # a full disk that stops train.log costs log lines, not a traceback on stderr
     try:
         with lease.run_lease(cfg) as gpu:
             if gpu is not None:  # this job's own GPU for its lifetime, shared with no other job

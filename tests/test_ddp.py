@@ -59,9 +59,10 @@ def test_ddp_on_two_cpu_processes_gives_each_rank_a_disjoint_shard_and_writes_on
     assert result.returncode == 0, result.stderr[-3000:]
 
     runs = list((tmp_path / "out" / "runs").iterdir())
-    assert [r.name for r in runs] == ["baseline-r3-w8-s0-b32-e1"]  # the relaunched rank used the same run folder
+    # the relaunched rank used the same run folder, named apart from the one-process run: another step count
+    assert [r.name for r in runs] == ["baseline-r3-w8-s0-b32-e1-ws2"]
     metrics = json.loads((runs[0] / "metrics.json").read_text())
-    assert metrics["n_train"] == 320 and metrics["epochs"] == 1
+    assert metrics["n_train"] == 320 and metrics["epochs"] == 1 and metrics["settings"]["trainer.world_size"] == 2
 
     shards = {}
     for rank in (0, 1):

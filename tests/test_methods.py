@@ -64,10 +64,13 @@ def test_the_chain_records_its_lineage_and_takes_its_teacher_from_the_checkpoint
     assistant_file = methods / "runs" / f"kd-r4-w8-t6-a0.5-T4-{tail}" / "checkpoints" / "best.ckpt"
     from kd_lightning.run.files import file_sha256
 
-    assert chain["lineage"] == [
+    assert [{k: a[k] for k in ("run_name", "sha256")} for a in chain["lineage"]] == [
         {"run_name": f"teacher-r6-w8-{tail}", "sha256": file_sha256(teacher_file)},
         {"run_name": f"kd-r4-w8-t6-a0.5-T4-{tail}", "sha256": file_sha256(assistant_file)},
     ]
+    # each ancestor's settings, so the report tells teachers apart that differ by more than their seed
+    assert [a["settings"]["mode"] for a in chain["lineage"]] == ["teacher", "kd"]
+    assert chain["lineage"][1]["settings"] == runs[f"kd-r4-w8-t6-a0.5-T4-{tail}"]["settings"]
     assert (chain["teacher_depth"], chain["teacher_plan"], chain["teacher_sha256"]) == (
         4,
         [[2]],

@@ -139,7 +139,7 @@ def test_any_finished_run_can_teach_and_its_lineage_follows(tmp_path, data):
     assert (info["depth"], info["width"], info["plan"], info["role"]) == (3, 8, [[1]], "baseline")
     assert info["lineage"] == [
         *ancestors,
-        {"run_name": run["run_name"], "sha256": file_sha256(tmp_path / "assistant.ckpt")},
+        {"run_name": run["run_name"], "sha256": file_sha256(tmp_path / "assistant.ckpt"), "settings": None},
     ]
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(teacher.eval()(x), baseline.model.eval()(x), atol=1e-5)  # the same weights

@@ -196,6 +196,26 @@ CASES = [
             "set teacher.depth=4 teacher.width=4",
         ],
     ),
+    Case(
+        "teacher-other-data",
+        ["mode=kd", "teacher.ckpt={ws}/other-data.ckpt"],
+        ["teacher.ckpt={ws}/other-data.ckpt", "trained on other data", "content 0123456789abcdef", "this run ("],
+    ),
+    Case(
+        "teacher-data-unrecorded",
+        ["mode=kd", "teacher.ckpt={ws}/unrecorded.ckpt"],
+        ["teacher.ckpt={ws}/unrecorded.ckpt", "does not record the data it was trained on", "train a teacher"],
+    ),
+    Case(
+        "teacher-header-disagrees-with-weights",
+        ["mode=kd", "teacher.ckpt={ws}/mismatch.ckpt"],
+        ["teacher.ckpt={ws}/mismatch.ckpt", "holds weights that do not fit", "is [8, 8, 3, 3]", TEACHER_WAY_OUT],
+    ),
+    Case(
+        "teacher-field-missing",
+        ["mode=kd", "teacher.ckpt={ws}/no-width.ckpt"],
+        ["teacher.ckpt={ws}/no-width.ckpt", "lacks the field 'width'", TEACHER_WAY_OUT],
+    ),
     # ---- data.source=folder: the layout, then the images
     Case("folder-root-missing", [*FOLDER, "data.root={ws}/nowhere"], ["data.root={ws}/nowhere", "does not exist"]),
     Case(
@@ -309,22 +329,34 @@ def make_workspace(ws: Path) -> Path:
     import torch
     from PIL import Image
 
-    from kd_lightning.data import index_hash, split_indices
+    from kd_lightning.data import CIFAR10DataModule
     from kd_lightning.modules import BaselineModule
+    from kd_lightning.run.record import CHECKPOINT_KEY
 
     ws.mkdir(parents=True, exist_ok=True)
     (ws / "corrupt.ckpt").write_bytes(b"this is not a checkpoint\n" * 10)
-    split_hash = index_hash(split_indices(2000, split_seed=0)[1])  # experiment=smoke's synthetic split
+    smoke = CIFAR10DataModule("synthetic", synthetic_size=(2000, 500))  # experiment=smoke's data and split
+    smoke.setup()
     # another project's Lightning checkpoint: hyper-parameters, but no role of this project's runs
     torch.save({"hyper_parameters": {"depth": 18, "lr": 0.1}, "state_dict": {}}, ws / "foreign.ckpt")
-    for name, role, classes, split, depth in [
-        ("hundred", "teacher", 100, split_hash, 3),
-        ("other-split", "teacher", 10, "0123456789abcdef", 3),
-        ("r4-w4", "teacher", 10, split_hash, 4),  # a good teacher, but not experiment=smoke's ResNet-6 of width 8
+    for name, classes, split, content, depth in [
+        ("hundred", 100, smoke.split_hash, smoke.content_id, 3),
+        ("other-split", 10, "0123456789abcdef", smoke.content_id, 3),
+        ("r4-w4", 10, smoke.split_hash, smoke.content_id, 4),  # good, but not experiment=smoke's ResNet-6 of width 8
+        ("other-data", 10, smoke.split_hash, "0123456789abcdef", 6),  # the same split of other images
+        ("unrecorded", 10, smoke.split_hash, None, 6),  # no record of its data: a hand-made or old checkpoint
+        ("mismatch", 10, smoke.split_hash, smoke.content_id, 6),  # its header says width 16, its weights width 8
+        ("no-width", 10, smoke.split_hash, smoke.content_id, 6),
     ]:
-        module = BaselineModule(depth, 4, num_classes=classes, role=role, split_hash=split)
-        # the two keys of a Lightning checkpoint that a teacher is rebuilt from
-        torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, ws / f"{name}.ckpt")
+        module = BaselineModule(depth, 4 if name != "mismatch" else 8, num_classes=classes, split_hash=split)
+        hp = dict(module.hparams) | {"role": "teacher"}
+        if name == "mismatch":
+            hp["width"] = 16
+        if name == "no-width":
+            del hp["width"]
+        # what a teacher is rebuilt from and checked against: hyper-parameters, weights, the run's data
+        run = {CHECKPOINT_KEY: {"settings": {"data.source": "synthetic", "data.content_id": content}}}
+        torch.save({"hyper_parameters": hp, "state_dict": module.state_dict(), **run}, ws / f"{name}.ckpt")
     (ws / "empty").mkdir(exist_ok=True)
 
     def image(path: Path, size: int = 32) -> None:

@@ -28,11 +28,15 @@ from kd_lightning.run.resume import (
 SETTINGS = {"mode": "baseline", "student.depth": 3, "optim.lr": 0.2}
 
 
-def checkpoint(path: Path, settings: dict | None = SETTINGS, epoch: int = 0) -> Path:
-    """A checkpoint file holding what resume.py reads of one: the run's settings."""
+def checkpoint(path: Path, settings: dict | None = SETTINGS, epoch: int = 0, best_epoch: int | None = 0) -> Path:
+    """A checkpoint file holding what resume.py reads of one: the run's settings, the fields Lightning restores, and
+    the best checkpoint's epoch as the RunCheckpoint monitoring val/acc records it (None: no best one yet)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     stored = {} if settings is None else {CHECKPOINT_KEY: {"settings": settings, "fingerprint": fingerprint(settings)}}
-    torch.save({"epoch": epoch, **stored}, path)
+    best = {"monitor": "val/acc", "best_model_path": "" if best_epoch is None else "best.ckpt"}
+    callbacks = {"RunCheckpoint{'monitor': 'val/acc'}": best | {"best_epoch": best_epoch}}
+    fields = {"global_step": 10 * epoch, "state_dict": {"w": torch.zeros(2)}, "optimizer_states": [], "loops": {}}
+    torch.save({"epoch": epoch, **fields, "callbacks": callbacks, **stored}, path)
     return path
 
 
@@ -53,6 +57,68 @@ def test_the_last_checkpoint_is_the_resume_point_and_a_cut_one_falls_back_to_bes
     with caplog.at_level(logging.WARNING, logger="kd_lightning"):
         assert resume_checkpoint(tmp_path, SETTINGS) == folder.best
     assert "last.ckpt cannot be read" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        pytest.param(lambda ckpt: ckpt.pop("loops"), "lacks the field 'loops'", id="a-field-missing"),
+        pytest.param(
+            lambda ckpt: ckpt["state_dict"].update(w=torch.zeros(3)),
+            "holds weights that do not fit this run's network (w is [3], the network's is [2])",
+            id="weights-of-another-shape",
+        ),
+        pytest.param(
+            lambda ckpt: ckpt["state_dict"].update(v=torch.zeros(2)),
+            "holds weights that do not fit this run's network (0 tensors missing, 1 unexpected, e.g. v)",
+            id="weights-of-another-network",
+        ),
+    ],
+)
+def test_a_checkpoint_whose_fields_or_weights_do_not_fit_falls_back_with_a_warning(tmp_path, caplog, damage, said):
+    folder = RunFolder(tmp_path)
+    checkpoint(folder.best, epoch=1, best_epoch=1)
+    damaged = torch.load(checkpoint(folder.last, epoch=1, best_epoch=1), weights_only=False)
+    damage(damaged)
+    torch.save(damaged, folder.last)
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        assert resume_checkpoint(tmp_path, SETTINGS, {"w": (2,)}) == folder.best
+    assert f"last.ckpt {said}; trying an earlier checkpoint" in caplog.text
+
+
+def test_a_best_checkpoint_of_other_settings_is_refused_while_last_is_this_runs(tmp_path):
+    """best.ckpt is what the run tests: another run's, with the same network, is never tested as this run's."""
+    checkpoint(RunFolder(tmp_path).last, epoch=1)
+    checkpoint(RunFolder(tmp_path).best, settings={**SETTINGS, "optim.lr": 0.1}, epoch=0)
+    with pytest.raises(RunFolderError, match=r"the checkpoint best.ckpt .* \(optim.lr 0.1 -> 0.2\)"):
+        resume_checkpoint(tmp_path, SETTINGS)
+
+
+@pytest.mark.parametrize("broken", [b"", b"half a checkpoint", None], ids=["empty", "cut", "missing"])
+def test_a_lost_best_checkpoint_is_restored_from_last_when_that_is_the_best_epochs(tmp_path, caplog, broken):
+    folder = RunFolder(tmp_path)
+    checkpoint(folder.last, epoch=2, best_epoch=2)
+    if broken is not None:
+        folder.best.write_bytes(broken)
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        assert resume_checkpoint(tmp_path, SETTINGS) == folder.last
+    assert folder.best.read_bytes() == folder.last.read_bytes()
+    assert "last.ckpt is the best epoch's, so best.ckpt is restored from it" in caplog.text
+
+
+def test_a_lost_best_checkpoint_of_an_earlier_epoch_starts_the_run_afresh(tmp_path, caplog):
+    folder = RunFolder(tmp_path)
+    checkpoint(folder.last, epoch=2, best_epoch=1)  # the best epoch's weights were in best.ckpt only
+    folder.tb.mkdir()
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        assert resume_checkpoint(tmp_path, SETTINGS) is None
+    assert "best.ckpt is missing, and with it the best epoch's weights: the run starts afresh" in caplog.text
+    assert not folder.checkpoints.exists() and not folder.tb.exists()
+
+
+def test_a_run_stopped_in_its_first_epoch_has_no_best_checkpoint_yet_and_resumes(tmp_path):
+    checkpoint(RunFolder(tmp_path).last, epoch=0, best_epoch=None)  # SIGTERM before the first validation
+    assert resume_checkpoint(tmp_path, SETTINGS) == RunFolder(tmp_path).last
 
 
 def test_a_checkpoint_of_other_settings_is_refused_naming_the_key(tmp_path):
@@ -152,6 +218,35 @@ def test_every_checkpoint_unreadable_starts_the_run_afresh(root, caplog):
         record = train(root, *BASELINE)
     assert "starts afresh" in caplog.text and record.epochs == 2
     assert not old_events & set((folder / "tb").glob("events.out.tfevents.*"))  # the old curves went with it
+
+
+@pytest.mark.slow
+def test_a_best_checkpoint_of_another_run_after_the_last_epoch_is_refused_and_nothing_is_recorded(root):
+    """Another run's best.ckpt of the same network, in a run that finished training but wrote no metrics.json."""
+    folder, other = run_dir(root, *BASELINE), [*BASELINE, "optim.lr=0.1"]
+    train(root, *other)
+    (folder / "metrics.json").unlink()
+    shutil.copyfile(run_dir(root, *other) / "checkpoints" / "best.ckpt", folder / "checkpoints" / "best.ckpt")
+    with pytest.raises(RunFolderError, match=r"the checkpoint best.ckpt in .* \(optim.lr 0.1 -> 0.2\)"):
+        train(root, *BASELINE)
+    assert not (folder / "metrics.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["cut", "missing"])
+def test_a_broken_best_checkpoint_after_the_last_epoch_is_retested_or_retrained_saying_which(root, caplog, damage):
+    folder = run_dir(root, *BASELINE)
+    kept = load_record(folder)
+    (folder / "metrics.json").unlink()
+    best = folder / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:1000]) if damage == "cut" else best.unlink()
+    last_is_best = kept.best_epoch == kept.epochs
+    with caplog.at_level(logging.WARNING, logger="kd_lightning"):
+        record = train(root, *BASELINE)
+    said = "so best.ckpt is restored from it" if last_is_best else "the best epoch's weights: the run starts afresh"
+    assert said in caplog.text
+    # on the CPU a retrained run is the same run: either way the result is the original one
+    assert (record.test_acc, record.best_epoch, record.epochs) == (kept.test_acc, kept.best_epoch, kept.epochs)
 
 
 # ----------------------------------------------------------------------------- the teacher

@@ -190,7 +190,10 @@ def test_a_full_disk_during_an_async_checkpoint_stops_the_run_and_the_rerun_resu
 
     monkeypatch.setattr(callbacks.torch, "save", disk_fills_up)
     args = [*TINY, "trainer.max_epochs=3", "trainer.async_checkpoint=true"]
-    with pytest.raises(RunFolderError, match=r"could not write the checkpoint .*last.ckpt \(No space left on device\)"):
+    with pytest.raises(
+        RunFolderError,
+        match=r"could not write the checkpoint .*last.ckpt \(No space left on device; [\d,.]+ MiB free\)",
+    ):
         train(tmp_path, *args)
     monkeypatch.undo()
     folder = Path(make_cfg(tmp_path, *args).paths.run_dir) / "checkpoints"

@@ -16,15 +16,37 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from kd_lightning.run.files import RunFolderError, atomic_path
+from kd_lightning.run.integrity import free_space
 from kd_lightning.run.record import CHECKPOINT_KEY, TimeSplit, fingerprint
 
 log = logging.getLogger(__name__)
 
 
+MONITOR = "val/acc"  # what the best checkpoint is chosen on
+
+
+def read_checkpoint(path: Path) -> Any:
+    """A checkpoint's contents, its tensors mapped from the file rather than read; any read error propagates."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def stored_settings(ckpt: Any) -> dict[str, Any] | None:
+    """The run settings a checkpoint holds (None when it has none)."""
+    run = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
+    return run.get("settings") if isinstance(run, dict) else None
+
+
 def checkpoint_settings(path: Path) -> dict[str, Any] | None:
     """The settings stored in a checkpoint (None when it has none); any read error propagates."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return ckpt.get(CHECKPOINT_KEY, {}).get("settings")
+    return stored_settings(read_checkpoint(path))
+
+
+def best_record(ckpt: Any) -> dict[str, Any]:
+    """What a checkpoint says of the run's best checkpoint so far: the state of the RunCheckpoint that monitors
+    val/acc (best_model_path, best_model_score, best_epoch); {} when it holds none."""
+    states = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
+    found = [s for s in (states or {}).values() if isinstance(s, dict) and s.get("monitor") == MONITOR]
+    return found[0] if found else {}
 
 
 class RunSettings(Callback):
@@ -53,10 +75,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 torch.save(checkpoint, tmp)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # torch's zip writer reports a failed write as a RuntimeError
+            why = (err.strerror or str(err)) if isinstance(err, OSError) else "torch could not finish writing it"
+            free = free_space(path.parent)
             raise RunFolderError(
-                f"could not write the checkpoint {path} ({err.strerror or err}); free some space or choose another "
-                "paths.root, then rerun the same command to resume"
+                f"could not write the checkpoint {path} ({why}{'; ' + free if free else ''}); free some space or "
+                "choose another paths.root, then rerun the same command to resume"
             ) from None
 
 
@@ -143,18 +167,27 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(self, *, every: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.every = every
+        self.best_epoch: int | None = None  # the epoch of the best checkpoint (0-based), in every later checkpoint
 
     def _due(self, trainer: L.Trainer) -> bool:
         epoch = trainer.current_epoch + 1
         return self.every <= 1 or epoch % self.every == 0 or epoch >= (trainer.max_epochs or 0) or trainer.should_stop
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _save_if_due(self, trainer: L.Trainer, save: Any) -> None:
         if self._due(trainer):
-            super().on_train_epoch_end(trainer, pl_module)
+            before = self.best_model_score
+            save()
+            if self.best_model_score is not before:  # a new best was written this epoch
+                self.best_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_if_due(trainer, lambda: super(RunCheckpoint, self).on_train_epoch_end(trainer, pl_module))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._due(trainer):
-            super().on_validation_end(trainer, pl_module)
+        self._save_if_due(trainer, lambda: super(RunCheckpoint, self).on_validation_end(trainer, pl_module))
+
+    def state_dict(self) -> dict[str, Any]:
+        return super().state_dict() | {"best_epoch": self.best_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -162,6 +195,7 @@ class RunCheckpoint(ModelCheckpoint):
             moved = {k: v.replace(old, new, 1) if isinstance(v, str) else v for k, v in state_dict.items()}
             moved["best_k_models"] = {p.replace(old, new, 1): v for p, v in state_dict.get("best_k_models", {}).items()}
             state_dict = moved
+        self.best_epoch = state_dict.get("best_epoch")
         super().load_state_dict(state_dict)
 
 

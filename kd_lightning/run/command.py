@@ -1,7 +1,9 @@
 """Hydra callbacks around a whole command (conf/config.yaml registers them).
 
 - paths.root is checked before Hydra makes any folder under it: an empty value would put run
-  folders at the filesystem root, an unwritable one would fail inside Hydra with a traceback.
+  folders at the filesystem root, an unwritable one would fail inside Hydra with a traceback. So is
+  a single run's folder (run/integrity.py): Hydra would fail on a file where the folder belongs, or a
+  folder where its train.log belongs.
 - A multirun carries on past a job with a user error: the job records its message in a folder
   named by the KD_LIGHTNING_SWEEP_FAILURES variable (under paths.root, so SLURM jobs on other
   nodes reach it), the other jobs run, and the command ends with exit code 2 and the list of
@@ -24,7 +26,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from kd_lightning.run.files import write_text
+from kd_lightning.run.files import RunFolderError, write_text
+from kd_lightning.run.integrity import check_run_folder
 
 FAILURES_ENV = "KD_LIGHTNING_SWEEP_FAILURES"
 
@@ -68,6 +71,10 @@ class CommandChecks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_root(config)
+        try:  # before Hydra makes the run folder and opens its train.log
+            check_run_folder(Path(config.hydra.run.dir))
+        except RunFolderError as err:
+            fail(str(err))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_root(config)

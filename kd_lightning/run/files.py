@@ -3,6 +3,7 @@ or a killed writer never sees half a file), file hashes, and the lock that keeps
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -12,6 +13,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_FILE = ".lock"
+_held_locks: set[int] = set()  # the run-lock descriptors this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (an image decode worker, say): close the copies of the parent's run-lock descriptors.
+
+    flock belongs to the open file, which a fork shares: a child that kept the copy would hold the run's lock
+    after its parent was killed, and refuse every rerun. The parent's own descriptor keeps the lock held."""
+    for fd in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 class RunFolderError(ValueError):
@@ -22,11 +38,12 @@ class RunFolderError(ValueError):
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder for this process: a second process on the same run stops with RunFolderError.
 
-    flock, so a crashed or killed holder releases it at once; the lock file stays (it holds nothing).
+    flock, so a crashed or killed holder releases it at once; the lock file stays (it holds nothing). The lock is
+    never inherited: not across exec (O_CLOEXEC), not across fork (a forked child closes its copy at once).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -35,9 +52,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             f"another process is training the run in {run_dir} right now (the same command started twice?); "
             "wait for it to end, or give this run another paths.root"
         ) from None
+    _held_locks.add(fd)
     try:
         yield
     finally:
+        _held_locks.discard(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
